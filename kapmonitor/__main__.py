@@ -1,0 +1,5 @@
+import sys
+
+from kapmonitor.cli import main
+
+sys.exit(main())
