@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Sequence
 
@@ -18,11 +19,17 @@ from .common import CliError, common_parser
 
 __all__ = ["CliError", "main"]
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = (
-    "sessions",
-    "verify",
-)
+#: Modules of this package that are not subcommands.
+_NOT_COMMANDS = frozenset({"common"})
+
+
+def command_modules() -> list[str]:
+    """Every subcommand module in this package, found rather than listed, so adding a
+    subcommand is adding one file."""
+    return sorted(
+        m.name for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_") and m.name not in _NOT_COMMANDS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in command_modules():
         importlib.import_module(f"{__name__}.{name}").add_parser(sub, common)
     return parser
 
