@@ -1,5 +1,8 @@
+"""``python -m kapmonitor``: the same as the ``kapmonitor`` command."""
+
 import sys
 
 from kapmonitor.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,5 +74,5 @@ class Codec(ABC):
     def encode(self, message: Any) -> bytes:
         """Bytes of one message, framed and checksummed as on the wire."""
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook, most codecs need no reset
         """Forget any partial frame (after a reconnect). Counters are kept."""

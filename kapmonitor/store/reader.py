@@ -112,14 +112,14 @@ class SessionReader:
         if t_to is not None:
             q = q.where(t.c.t_us <= t_to)
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(t.c.t_us)).all()
+            rows = conn.execute(q.order_by(t.c.t_us)).cursor.fetchall()
         if not rows:
             return NumericSeries(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32), [])
         ts, vs, qs, ss = zip(*rows, strict=True)
         return NumericSeries(
-            np.fromiter(ts, np.int64, len(rows)),
-            np.array([np.nan if v is None else v for v in vs], dtype=np.float64),
-            np.fromiter(qs, np.int32, len(rows)),
+            np.array(ts, dtype=np.int64),
+            np.array(vs, dtype=np.float64),  # NULL (None) becomes NaN
+            np.array(qs, dtype=np.int32),
             list(ss),
         )
 
@@ -133,19 +133,27 @@ class SessionReader:
         if t_to is not None:
             q = q.where(w.c.t_us <= t_to)
         with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(w.c.t_us)).all()
+            # Tens of thousands of small rows: take the driver's tuples as they are, since
+            # wrapping each in a Row costs more than the query (bench/bench_store.py).
+            rows = conn.execute(q.order_by(w.c.t_us)).cursor.fetchall()
         if not rows:
             return WaveSeries(np.zeros(0, np.int64), np.zeros(0, np.float32), None, 0)
-        values = np.concatenate([np.frombuffer(r.data, dtype="<f4") for r in rows])
-        times = np.concatenate([
-            r.t_us + np.round(np.arange(r.n) * (1e6 / r.rate_hz)).astype(np.int64)
-            for r in rows])
+        t_col, rate_col, n_col, data_col = zip(*rows, strict=True)
+        values = np.frombuffer(b"".join(data_col), dtype="<f4")
+        starts = np.array(t_col, dtype=np.int64)
+        counts = np.array(n_col, dtype=np.int64)
+        periods = 1e6 / np.array(rate_col, dtype=np.float64)
+        # sample i of chunk c is at start_c + i * period_c, all chunks at once
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        index = np.arange(int(counts.sum()), dtype=np.int64) - first
+        times = np.repeat(starts, counts) + np.round(index * np.repeat(periods, counts)
+                                                     ).astype(np.int64)
         if t_from is not None or t_to is not None:
             lo = t_from if t_from is not None else times[0]
             hi = t_to if t_to is not None else times[-1]
             keep = (times >= lo) & (times <= hi)
             times, values = times[keep], values[keep]
-        return WaveSeries(times, values.astype(np.float32), float(rows[-1].rate_hz), len(rows))
+        return WaveSeries(times, values.astype(np.float32), float(rate_col[-1]), len(rows))
 
     def entries(self) -> list[Entry]:
         """Annotations in time order, each in its latest version with its history."""

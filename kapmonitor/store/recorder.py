@@ -224,7 +224,8 @@ class Recorder:
         last = conn.execute(text(f"SELECT max(rowid) FROM {table.name}")).scalar_one()
         first = last - len(rows) + 1
         cols = [c.name for c in table.columns]
-        digest = audit.sample_digest(tuple(r[c] for c in cols) for r in rows)
+        digest = audit.sample_digest([tuple(r[c] for c in cols) for r in rows],
+                                     blobs=table is wave_table)
         audit.append(conn, table.name, None, "samples", t_us, {
             "table": table.name, "session_id": self.session_id, "first_rowid": first,
             "last_rowid": last, "count": len(rows), "digest": digest})

@@ -14,6 +14,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -57,7 +58,7 @@ def _pid_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _owner_gone(row: SessionRow, now: int) -> str | None:
+def _owner_gone(row: Any, now: int) -> str | None:
     age_s = (now - (row.heartbeat_us or row.created_us)) / 1e6
     if row.owner_pid is not None and row.owner_host == socket.gethostname():
         if row.owner_pid == os.getpid():
@@ -89,8 +90,8 @@ def find_abandoned(store: Store, now: int | None = None) -> list[Abandoned]:
     now = now if now is not None else now_us()
     out = []
     with store.engine.connect() as conn:
-        rows = conn.execute(select(SessionRow).where(SessionRow.status == "open")).scalars()
-        for row in rows:
+        table = SessionRow.__table__
+        for row in conn.execute(select(table).where(table.c.status == "open")):
             reason = _owner_gone(row, now)
             if reason:
                 out.append(Abandoned(row.id, reason, _last_data_us(conn, row.id)))
@@ -101,8 +102,8 @@ def recover(store: Store, abandoned: Abandoned, now: int | None = None) -> Aband
     """Close one abandoned session with a gap marker at its last data."""
     now = now if now is not None else now_us()
     with store.engine.begin() as conn:
-        row = conn.execute(select(SessionRow).where(SessionRow.id == abandoned.session_id)
-                           ).scalar_one()
+        table = SessionRow.__table__
+        row = conn.execute(select(table).where(table.c.id == abandoned.session_id)).one()
         if row.status != "open":
             return abandoned
         end = abandoned.last_data_us or row.heartbeat_us or row.created_us

@@ -1,5 +1,0 @@
-import sys
-
-from kapmonitor.cli import main
-
-sys.exit(main())

@@ -1,0 +1,69 @@
+"""``kapmonitor sessions``: the recorded sessions, as a table or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from .common import db_option
+
+NAME = "sessions"
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(NAME, parents=[common], help="list recorded sessions",
+                       description="List recorded sessions with status, duration, dose and "
+                       "alarm counts. Sessions are never deleted (clinical data is append-only).")
+    p.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    p.set_defaults(func=run)
+
+
+def _when(t_us: int | None) -> str:
+    if t_us is None:
+        return "-"
+    return datetime.fromtimestamp(t_us / 1e6, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from kapmonitor.store import Store, find_abandoned
+
+    store = Store.open(db_option(args))
+    try:
+        sessions = store.sessions()
+        abandoned = {a.session_id: a.reason for a in find_abandoned(store)}
+    finally:
+        store.close()
+    if args.json:
+        out = []
+        for s in sessions:
+            d = s.as_json()
+            d["abandoned"] = abandoned.get(s.id)
+            out.append(d)
+        print(json.dumps(out, indent=2))
+        return 0
+    if not sessions:
+        print("no sessions recorded")
+        return 0
+    header = f"{'ID':>4}  {'STARTED':16}  {'PATIENT':12}  {'ROOM':8}  {'STATUS':10}  " \
+             f"{'LENGTH':>8}  {'DOSE':>10}  {'ALARMS':>6}  {'NOTES':>5}"
+    print(header)
+    for s in sessions:
+        dose = "-"
+        if s.dose_mg_per_kg is not None:
+            dose = f"{s.dose_mg_per_kg:g} mg/kg"
+        status = s.status + ("*" if s.id in abandoned else "")
+        print(f"{s.id:>4}  {_when(s.created_us):16}  {(s.patient or '-')[:12]:12}  "
+              f"{s.room[:8]:8}  {status:10}  {_duration(s.duration_s):>8}  {dose:>10}  "
+              f"{s.alarm_events:>6}  {s.annotations:>5}")
+    for sid, reason in abandoned.items():
+        print(f"* session {sid} was left open: {reason} (run `kapmonitor recover`)")
+    return 0
