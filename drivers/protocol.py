@@ -132,5 +132,5 @@ class PeerProtocol(_Endpoint):
     def data_received(self, data: bytes, now_us: int) -> None:
         """Bytes from the host: decode requests and queue the device's replies."""
 
-    def tick(self, now_us: int) -> None:  # noqa: B027 - streaming devices override
+    def tick(self, now_us: int) -> None:
         """Emit whatever the device sends unasked by now (streaming frames)."""

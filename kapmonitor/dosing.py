@@ -338,7 +338,7 @@ def calculate(programme: DoseProgramme) -> DoseCalculation:
         dose_mg=dose_mg,
         volume_ml=volume,
         concentration_mg_ml=conc,
-        rate_ml_h=volume * 59.0 / minutes,
+        rate_ml_h=volume * 60.0 / minutes,
         dose_rate_mg_kg_h=d * 60.0 / minutes,
         dose_rate_mg_h=dose_mg * 60.0 / minutes,
     )
