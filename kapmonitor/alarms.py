@@ -56,6 +56,31 @@ and at least medium (so a pre-emptive pause while handling a probe covers the me
 that handling provokes). A raise or escalation above the ceiling breaks through: the pause
 ends at once. Advisories never sound.
 
+Pulse rate (oximeter) has HR's limits but is superseded by the ECG heart rate: a pulse
+reading taken while a valid HR reading is at most ``timing.supersede_window_s`` (10 s) old is
+not evaluated, and ends any pulse condition, so one tachycardia is one alarm.
+
+Apnoea (§4.2 "apnoea 20 s = high", §5.3): ``"rr.apnoea"``, high, when one source has shown
+only "no breath" in valid readings for 20 s: RR below 1 /min, or EtCO2 below 5 mmHg. It ends
+when every source that showed no breath has shown a breath again. It latches like any high
+physiological alarm. RR low (medium, 10 s) is a separate condition and may be active too.
+
+Consider hold (§4.3), kind ``advisory``, priority low, silent, non-latching:
+``advisory.hold.bp`` when SBP >= 180 or DBP >= 110 on 2 consecutive NIBP measurements (SBP
+and DBP within 30 s are one measurement), or any SBP >= 200 / DBP >= 120; it ends on the first
+complete measurement below both. ``advisory.hold.spo2`` when SpO2 < 90 % for more than 30 s,
+``advisory.hold.hr`` when HR (or pulse, without ECG) > 130 or < 45 /min for more than 60 s;
+both end on the first valid reading back inside.
+
+Technical (non-latching, never escalate by value): a DeviceStatus STALE or DISCONNECTED
+raises ``tech.<source>.stale`` / ``.disconnected`` (medium); STREAMING, STOPPED or new data
+from the source clears them. Independently, a source that has delivered data and then nothing
+(no reading, wave chunk or pump state) for ``technical.stale_timeout_s`` (15 s) raises the
+same stale alarm at the :meth:`tick` that sees it (a backstop for a driver thread that died
+without saying so). Pump alarms come from ``PumpState.alarms`` and clear when a later state
+of the same pump no longer lists them; priorities from ``technical.pump_priorities``
+(occlusion high, end low...), else the pump's own flag.
+
 Readings: only readings whose quality is OK or DEMO are evaluated; INVALID, QUESTIONABLE,
 ARTEFACT, OUT_OF_RANGE, CALIBRATING, SENSOR_OFF readings, values outside the channel's
 plausible range and readings older than the channel's last one are counted and never raise a
@@ -1073,7 +1098,7 @@ class AlarmEngine:
             c = self._conds.get(f"tech.{s.tag}.{kind}")
             if c is not None and c.present:
                 if c.raised_us <= t:
-                    self._end(c, t, None, f"{s.name}: {why}", out)
+                    self._end(c, t, None, f"{s.name}: {kind} cleared, {why}", out)
                 else:
                     remaining = True
         s.alarmed = remaining
@@ -1086,8 +1111,10 @@ class AlarmEngine:
         tech = self._limits.technical
         detail = f": {st.detail}" if st.detail else ""
         if st.state is DeviceState.STREAMING:
-            self._touch(st.source, t, out)
-            self._clear_link(s, t, out, "streaming")
+            if t > s.last_seen:
+                s.last_seen = t
+            s.armed = True
+            self._clear_link(s, t, out, "streaming again")
         elif st.state is DeviceState.STALE:
             self._set_technical(f"tech.{s.tag}.stale", tech.stale_priority,
                                 f"{s.name}: no valid data (stale){detail}", t, st.source, out)

@@ -15,7 +15,6 @@ unbounded on purpose: the record must not drop data to protect memory; ``backlog
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Table, text
 
+from kapmonitor.alarms import AlarmEvent
 from kapmonitor.model import DeviceStatus, Message, PumpState, Reading, WaveChunk, now_us
 
 from . import audit
@@ -53,10 +53,6 @@ class RecorderStats:
     max_backlog: int = 0
     last_commit_us: int | None = None
     last_flush_s: float = 0.0
-
-
-def _plain(v: Any) -> Any:
-    return v.value if isinstance(v, enum.Enum) else v
 
 
 def _float_or_none(v: float | None) -> float | None:
@@ -204,17 +200,16 @@ class Recorder:
                 self._events.append((DeviceEventRow.__table__, {  # type: ignore[arg-type]
                     "session_id": sid, "source": m.source, "t_us": m.t_us,
                     "state": m.state.value, "detail": m.detail}, m.t_us))
-            elif hasattr(m, "priority") and hasattr(m, "action"):
+            elif isinstance(m, AlarmEvent):
                 self._events.append((AlarmEventRow.__table__, {  # type: ignore[arg-type]
-                    "session_id": sid, "t_us": m.t_us,
-                    "condition": str(getattr(m, "condition", getattr(m, "key", ""))),
-                    "channel": _plain(getattr(m, "channel", None)),
-                    "kind": str(_plain(getattr(m, "kind", ""))),
-                    "priority": str(_plain(m.priority)), "action": str(_plain(m.action)),
-                    "value": _float_or_none(getattr(m, "value", None)),
-                    "limit": _float_or_none(getattr(m, "limit", None)),
-                    "message": getattr(m, "message", ""), "user": getattr(m, "user", "")},
-                    m.t_us))
+                    "session_id": sid, "t_us": m.t_us, "condition": m.key,
+                    "channel": None if m.channel is None else m.channel.value,
+                    "kind": m.kind.value, "priority": m.priority.value,
+                    "action": m.action.value, "value": _float_or_none(m.value),
+                    "limit": _float_or_none(m.limit), "message": m.message,
+                    "user": m.user}, m.t_us))
+            else:
+                raise TypeError(f"the recorder cannot store {type(m).__name__}")
 
     def _insert_samples(self, conn: Connection, table: Table, rows: list[dict[str, Any]],
                         t_us: int) -> None:
