@@ -1,0 +1,115 @@
+"""The live session through the real path: a protocol peer on a pseudo-terminal, the
+transport, the bus, the alarm engine, the recorder, a real SQLite file. Time runs 10x
+faster (the simulator's --speed) on one clock shared by the peer and the session."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from kapmonitor.drivers.devices.masimo import MasimoHost
+from kapmonitor.drivers.sim.clock import ScaledClock
+from kapmonitor.drivers.sim.feed import ProgrammedPump, ScriptedVitals
+from kapmonitor.drivers.sim.peers.bbraun import BBraunPeer
+from kapmonitor.drivers.sim.peers.masimo import MasimoPeer
+from kapmonitor.drivers.sim.server import PtyServer
+from kapmonitor.drivers.devices.bbraun import BBraunHost
+from kapmonitor.drivers.transport import DeviceRunner
+from kapmonitor.model import Channel
+from kapmonitor.session import LiveSession, Phase, SessionConfig
+from kapmonitor.store import SessionReader, Store
+
+SPEED = 10.0
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.01)  # polling a condition with a deadline, not a timed wait
+
+
+@pytest.fixture
+def store(db_path: Path):
+    s = Store.open(str(db_path))
+    yield s
+    s.close()
+
+
+def test_desaturation_on_the_wire_becomes_alarm_events_in_the_file(store: Store,
+                                                                    db_path: Path) -> None:
+    clock = ScaledClock(SPEED)
+    vitals = ScriptedVitals(values={Channel.SPO2: 97.0, Channel.PULSE: 72.0,
+                                    Channel.PERF_INDEX: 2.0})
+    server = PtyServer(MasimoPeer(vitals), clock=clock, name="masimo").start()
+    session = LiveSession(store, SessionConfig(patient="KAP-9", room="2", weight_kg=70.0),
+                          clock=clock).start()
+    try:
+        runner = DeviceRunner(server.url, MasimoHost("oximeter"), session.bus.publish,
+                              clock=clock)
+        session.attach("oximeter", runner, protocol="masimo", port=server.url)
+        wait_until(lambda: session.live.latest(Channel.SPO2) is not None)
+        session.mark_infusion_start(author="RN A")
+        t0 = session.t0_us
+        vitals.values[Channel.SPO2] = 85.0  # below the high-priority limit (< 88 %)
+        drop_us = clock()
+        wait_until(lambda: any(a.key == "spo2.low" for a in session.alarms.active()))
+        active = next(a for a in session.alarms.active() if a.key == "spo2.low")
+        assert active.priority.value == "high"
+        session.acknowledge("spo2.low", user="RN A")
+        vitals.values[Channel.SPO2] = 96.0
+        wait_until(lambda: not any(a.key == "spo2.low" and a.present
+                                   for a in session.alarms.active()))
+    finally:
+        session.close(author="RN A")
+        server.stop()
+
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT action, priority, t_us, value, user FROM alarm_event "
+            "WHERE condition='spo2.low' ORDER BY id").fetchall()
+    actions = [r[0] for r in rows]
+    assert actions[0] == "raise"
+    assert "acknowledge" in actions
+    assert actions[-1] == "clear"
+    raise_t = rows[0][2]
+    # raised after the 10 s condition delay (clinical.md §5.3), in session time, within the
+    # 1 s line period of the oximeter and the scheduling slack of a 10x clock
+    delay_s = (raise_t - drop_us) / 1e6
+    assert 10.0 <= delay_s <= 13.0
+    assert (raise_t - t0) / 1e6 == pytest.approx(delay_s + (drop_us - t0) / 1e6)
+    assert rows[0][3] == 85.0
+    assert next(r for r in rows if r[0] == "acknowledge")[4] == "RN A"
+    reader = SessionReader(store.engine, session.session_id)
+    assert reader.session()["status"] == "closed"
+    assert reader.session()["t0_us"] == t0
+    phases = [e.code for e in reader.entries() if e.kind == "phase"]
+    assert phases == ["baseline", "infusion", "closed"]
+    assert len(reader.numeric(Channel.SPO2)) > 10
+
+
+def test_pump_start_sets_t0_and_dose_and_plasma_estimate_flow(store: Store) -> None:
+    clock = ScaledClock(SPEED)
+    pump = ProgrammedPump(rate_ml_h=52.5, vtbi_ml=35.0)
+    server = PtyServer(BBraunPeer(pump), clock=clock, name="pump").start()
+    config = SessionConfig(patient="KAP-10", weight_kg=70.0, dose_mg_per_kg=0.5,
+                           duration_min=40, concentration_mg_ml=1.0)
+    session = LiveSession(store, config, clock=clock).start()
+    try:
+        session.attach("pump", DeviceRunner(server.url, BBraunHost("pump"), session.bus.publish,
+                                            clock=clock), protocol="bbraun-bcc")
+        wait_until(lambda: session.live.pumps)  # connected, pump stopped
+        assert session.t0_us is None
+        pump.start(clock())
+        wait_until(lambda: session.t0_us is not None)
+        assert session.phase is Phase.INFUSION
+        wait_until(lambda: session.live.latest(Channel.PLASMA_ESTIMATE) is not None
+                   and (session.last_dose is not None and session.last_dose.delivered_mg))
+        assert session.plasma_now() > 0
+    finally:
+        session.close()
+        server.stop()
