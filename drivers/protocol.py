@@ -124,6 +124,19 @@ class HostProtocol(_Endpoint):
         """True once any handshake the protocol needs has completed."""
         return True
 
+    #: How long the transport keeps the link open after ``closing()`` on a deliberate
+    #: stop, for the device's answer (0: close at once).
+    closing_grace_s: ClassVar[float] = 0.0
+
+    def closing(self, now_us: int) -> None:  # noqa: B027 - optional hook
+        """The app is stopping on purpose: queue any goodbye (a release request, a
+        request to stop sending). Not called when the link failed."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the goodbye exchange is complete (ends the grace period early)."""
+        return False
+
 
 class PeerProtocol(_Endpoint):
     """A device's end of the link, played by the simulator and the tests."""

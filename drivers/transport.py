@@ -46,6 +46,7 @@ class RunnerStats:
     connects: int = 0
     disconnects: int = 0
     publish_errors: int = 0
+    protocol_errors: int = 0
 
 
 class DeviceRunner:
@@ -194,7 +195,30 @@ class DeviceRunner:
                 self._publish(messages)
         except (serial.SerialException, OSError) as exc:
             return f"port error: {exc}"
+        except Exception as exc:  # a bug in a protocol must not kill the device thread
+            self.stats.protocol_errors += 1
+            log.exception("%s: protocol %s failed; resetting the link", self.host.source,
+                          self.host.protocol)
+            return f"protocol error ({type(exc).__name__}: {exc}): reconnecting"
+        self._close_gracefully(port)
         return None
+
+    def _close_gracefully(self, port: serial.SerialBase) -> None:
+        """On a deliberate stop, let the protocol say goodbye (release an association,
+        cancel data requests) and hear the answer for up to ``closing_grace_s``."""
+        host = self.host
+        try:
+            host.closing(self.clock())
+            self._write(port)
+            end = self.clock() + round(host.closing_grace_s * 1e6)
+            while self.clock() < end and not host.closed:
+                data = port.read(port.in_waiting or 1)
+                now = self.clock()
+                self._publish(host.data_received(data, now) if data else [])
+                self._publish(host.tick(now))
+                self._write(port)
+        except Exception:
+            log.info("%s: closing exchange failed", host.source, exc_info=True)
 
     def __repr__(self) -> str:
         return f"<DeviceRunner {self.host.protocol} {self.url} {self.state.value}>"

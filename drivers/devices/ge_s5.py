@@ -194,9 +194,12 @@ class GeS5Host(HostProtocol):
     def associated(self) -> bool:
         return self._associated
 
+    def closing(self, now_us: int) -> None:
+        """Deliberate stop: ask the monitor to stop sending (§8) before the port closes."""
+        self.stop_requests()
+
     def stop_requests(self) -> None:
-        """Queue the stop requests (§8: the monitor keeps streaming after the host goes);
-        the runner writes them before closing the port."""
+        """Queue the stop requests (§8: the monitor keeps streaming after the host goes)."""
         for level in REQUEST_DRI_LEVELS:
             self.send(self.codec.encode(PhdbRequest(DRI_PH_DISPL, 0, 0, level)))
             if self.wave_ids:

@@ -2,13 +2,18 @@
 
 ``PtyServer`` opens a pseudo-terminal and serves the peer on its master side; the app
 opens the slave path (``/dev/pts/N``) with ``serial_for_url`` like any serial port. A stable
-symlink can name the pty, as socat's ``link=`` does, so a test can close the "device" and
-bring it back under the same name. ``TcpServer`` listens on loopback like a serial device
-server (a Moxa NPort, say); the app opens ``socket://127.0.0.1:PORT``.
+symlink can name the pty, as socat's ``link=`` does, so the "device" can go away and come
+back under the same name. ``TcpServer`` listens on loopback like a serial device server
+(a Moxa NPort, say); the app opens ``socket://127.0.0.1:PORT``.
 
-Both run one thread that waits on the file descriptor with ``select`` for at most the
-peer's tick interval, feeds what arrives to the peer, ticks it, and writes what it queued.
-``clock`` lets a simulation run faster than real time (``--speed``).
+Both run one thread that waits on the endpoint with ``select`` for at most the peer's tick
+interval, feeds what arrives to the peer, ticks it, and writes what it queued. ``clock``
+lets a simulation run faster than real time (``--speed``).
+
+Link faults for scenarios and tests act here, below the protocol, as on a real wire:
+``cut(seconds)`` pulls the cable (the endpoint closes, then reopens under the same name),
+``inject_garbage(n)`` writes random bytes between frames, ``bit_errors(p, seconds)`` flips
+one bit in each outgoing byte with probability p.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import select
 import socket
 import threading
@@ -33,21 +39,31 @@ log = logging.getLogger(__name__)
 
 
 class PeerServer:
-    """Common thread and lifecycle; subclasses provide the endpoint."""
+    """Thread, lifecycle and link faults; subclasses provide the endpoint."""
 
     def __init__(self, peer: PeerProtocol, *, clock: Callable[[], int] = now_us,
-                 name: str = "peer") -> None:
+                 name: str = "peer", seed: int = 0) -> None:
         self.peer = peer
         self.clock = clock
         self.name = name
         self.bytes_in = 0
         self.bytes_out = 0
+        self.faults_applied: list[str] = []
+        self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._down_until: int | None = None
+        self._cut_requested: float | None = None
+        self._garbage = 0
+        self._ber = 0.0
+        self._ber_until = 0
 
     @property
     def url(self) -> str:
         raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> PeerServer:
         self._open()
@@ -71,19 +87,70 @@ class PeerServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # hooks
-    def _open(self) -> None: ...
-    def _close(self) -> None: ...
-    def _run(self) -> None: ...
+    # -- faults (any thread) ---------------------------------------------------------------
 
-    def _service(self, fd_read: Callable[[], bytes | None], fd_write: Callable[[bytes], None],
-                 fileno: int) -> bool:
-        """One wait-read-tick-write round. Returns False when the link is gone."""
-        timeout = self.peer.tick_interval_s
-        ready, _, _ = select.select([fileno], [], [], timeout)
+    def cut(self, seconds: float) -> None:
+        """Pull the cable for ``seconds`` of simulated time."""
+        with self._lock:
+            self._cut_requested = seconds
+
+    def inject_garbage(self, n: int) -> None:
+        with self._lock:
+            self._garbage += n
+
+    def bit_errors(self, probability: float, seconds: float) -> None:
+        with self._lock:
+            self._ber = probability
+            self._ber_until = self.clock() + round(seconds * 1e6)
+
+    @property
+    def link_up(self) -> bool:
+        return self._down_until is None
+
+    def _corrupt(self, data: bytes, now: int) -> bytes:
+        with self._lock:
+            garbage, self._garbage = self._garbage, 0
+            ber = self._ber if now < self._ber_until else 0.0
+        if garbage:
+            self.faults_applied.append(f"garbage {garbage} bytes")
+            data = bytes(self._rng.getrandbits(8) for _ in range(garbage)) + data
+        if ber and data:
+            buf = bytearray(data)
+            for i in range(len(buf)):
+                if self._rng.random() < ber:
+                    buf[i] ^= 1 << self._rng.randrange(8)
+            data = bytes(buf)
+        return data
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = self.clock()
+            with self._lock:
+                cut, self._cut_requested = self._cut_requested, None
+            if cut is not None and self._down_until is None:
+                self.faults_applied.append(f"link down {cut:g} s")
+                self._close()
+                self._down_until = now + round(cut * 1e6)
+            if self._down_until is not None:
+                if now < self._down_until:
+                    self._stop.wait(0.01)
+                    continue
+                self._down_until = None
+                self._open()
+            try:
+                self._serve_once()
+            except OSError:
+                log.info("%s: endpoint failed", self.name, exc_info=True)
+                self._stop.wait(0.05)
+
+    def _exchange(self, ready: bool, read: Callable[[], bytes | None],
+                  write: Callable[[bytes], None]) -> bool:
+        """Feed what arrived, tick, write. Returns False when the other side is gone."""
         now = self.clock()
         if ready:
-            data = fd_read()
+            data = read()
             if data is None:
                 return False
             if data:
@@ -91,10 +158,16 @@ class PeerServer:
                 self.peer.data_received(data, now)
         self.peer.tick(now)
         out = self.peer.take_outgoing()
+        out = self._corrupt(out, now) if (out or self._garbage) else out
         if out:
-            fd_write(out)
+            write(out)
             self.bytes_out += len(out)
         return True
+
+    # hooks
+    def _open(self) -> None: ...
+    def _close(self) -> None: ...
+    def _serve_once(self) -> None: ...
 
 
 class PtyServer(PeerServer):
@@ -116,6 +189,7 @@ class PtyServer(PeerServer):
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # bytes pass untouched: no echo, no CR/LF mapping
         tty.setraw(self._master)
+        os.set_blocking(self._master, False)
         self.slave_path = os.ttyname(self._slave)
         if self.link is not None:
             tmp = self.link.with_name(self.link.name + ".new")
@@ -126,11 +200,12 @@ class PtyServer(PeerServer):
         self.peer.connection_made(self.clock())
 
     def _close(self) -> None:
+        if self._master < 0:
+            return
         self.peer.connection_lost()
         for fd in (self._master, self._slave):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._master = self._slave = -1
 
     def _read(self) -> bytes | None:
@@ -151,20 +226,14 @@ class PtyServer(PeerServer):
                 continue
             view = view[n:]
 
-    def _run(self) -> None:
-        os.set_blocking(self._master, False)
-        while not self._stop.is_set():
-            try:
-                if not self._service(self._read, self._write, self._master):
-                    break
-            except OSError:
-                log.exception("%s: pty failed", self.name)
-                break
+    def _serve_once(self) -> None:
+        ready, _, _ = select.select([self._master], [], [], self.peer.tick_interval_s)
+        self._exchange(bool(ready), self._read, self._write)
 
 
 class TcpServer(PeerServer):
     """The peer behind a loopback TCP listener, one client at a time (as a serial device
-    server allows); a new client starts a new peer session."""
+    server allows); each new client starts a new peer session."""
 
     def __init__(self, peer: PeerProtocol, *, port: int = 0, host: str = "127.0.0.1",
                  **kwargs: object) -> None:
@@ -187,41 +256,44 @@ class TcpServer(PeerServer):
         self.port = s.getsockname()[1]
         self._listener = s
 
-    def _close(self) -> None:
-        for s in (self._client, self._listener):
-            if s is not None:
-                with contextlib.suppress(OSError):
-                    s.close()
-        self._client = self._listener = None
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self.peer.connection_lost()
+            with contextlib.suppress(OSError):
+                self._client.close()
+            self._client = None
 
-    def _run(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
+    def _close(self) -> None:
+        self._drop_client()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+            self._listener = None
+
+    def _serve_once(self) -> None:
+        if self._client is None:
+            assert self._listener is not None
             ready, _, _ = select.select([self._listener], [], [], 0.05)
             if not ready:
-                continue
+                return
             client, _ = self._listener.accept()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.settimeout(2.0)  # recv only after select; sendall may wait
             self._client = client
             self.connections += 1
             self.peer.connection_made(self.clock())
+        client = self._client
 
-            def read(c: socket.socket = client) -> bytes | None:
-                try:
-                    data = c.recv(65536)
-                except OSError:
-                    return None
-                return data or None  # b"" from recv: the client closed
-
+        def read() -> bytes | None:
             try:
-                while not self._stop.is_set() and self._service(read, client.sendall,
-                                                                client.fileno()):
-                    pass
+                return client.recv(65536) or None  # b"": the client closed
             except OSError:
-                log.info("%s: client went away", self.name)
-            finally:
-                self.peer.connection_lost()
-                with contextlib.suppress(OSError):
-                    client.close()
-                self._client = None
+                return None
+
+        ready, _, _ = select.select([client], [], [], self.peer.tick_interval_s)
+        try:
+            alive = self._exchange(bool(ready), read, client.sendall)
+        except OSError:
+            alive = False
+        if not alive:
+            self._drop_client()

@@ -114,3 +114,25 @@ def test_device_against_peer_disconnect_and_return(entry: registry.ProtocolEntry
     finally:
         runner.stop()
         server.stop()
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.name in ("intellivue", "ge-s5")],
+                         ids=["intellivue", "ge-s5"])
+def test_deliberate_stop_says_goodbye(entry: registry.ProtocolEntry) -> None:
+    """IntelliVue releases its association (§3.6), GE S/5 cancels its requests (§8), so
+    the monitor does not keep streaming into a closed port."""
+    peer = entry.peer_class()(_feed(entry), seed=1)
+    server = PtyServer(peer, name=entry.name).start()
+    q: queue.Queue = queue.Queue()
+    host = entry.host_class()("monitor")
+    runner = DeviceRunner(server.url, host, q.put).start()
+    try:
+        _collect(q, lambda m: len(_data(m)) >= 2, 30)
+        before = server.bytes_in
+        runner.stop()
+        assert server.bytes_in > before  # the goodbye reached the device
+        if entry.name == "intellivue":
+            assert host.closed
+    finally:
+        runner.stop()
+        server.stop()

@@ -58,8 +58,15 @@ class LineHost(HostProtocol):
         out = []
         for line in self.codec.feed(data):
             self.last_frame_us = now_us
-            if line.startswith("V "):
-                out.append(Reading(Channel.HR, float(line[2:]), now_us, self.source))
+            if line == "CRASH":
+                raise RuntimeError("a bug in the protocol")
+            try:
+                value = float(line[2:]) if line.startswith("V ") else None
+            except ValueError:
+                self.codec.stats.error("format")
+                continue
+            if value is not None:
+                out.append(Reading(Channel.HR, value, now_us, self.source))
         return out
 
 
@@ -184,3 +191,64 @@ def test_loop_url_reaches_the_protocol() -> None:
         assert host.codec.stats.frames >= 1
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
+def test_cable_pulled_for_a_while_then_back(kind: str, tmp_path: Path) -> None:
+    """The simulator's "cable pulled" fault: the device drops off the link and comes back
+    under the same name; the host sees DISCONNECTED, then re-runs its handshake."""
+    peer = LinePeer()
+    server = _server(kind, peer, tmp_path).start()
+    q: queue.Queue = queue.Queue()
+    host = LineHost()
+    runner = DeviceRunner(server.url, host, q.put, backoff_s=(0.05, 0.1)).start()
+    try:
+        collect(q, lambda m: sum(isinstance(x, Reading) for x in m) >= 3)
+        server.cut(0.5)
+        collect(q, lambda m: DeviceState.DISCONNECTED in states(m))
+        back = collect(q, lambda m: DeviceState.STREAMING in states(m)
+                       and sum(isinstance(x, Reading) for x in m) >= 2)
+        assert back
+        assert host.sessions >= 2
+        assert server.faults_applied == ["link down 0.5 s"]
+    finally:
+        runner.stop()
+        server.stop()
+
+
+def test_garbage_and_bit_errors_are_counted_not_fatal(tmp_path: Path) -> None:
+    peer = LinePeer()
+    server = PtyServer(peer, name="line", seed=7).start()
+    q: queue.Queue = queue.Queue()
+    host = LineHost()
+    runner = DeviceRunner(server.url, host, q.put).start()
+    try:
+        collect(q, lambda m: sum(isinstance(x, Reading) for x in m) >= 3)
+        server.inject_garbage(200)
+        server.bit_errors(0.05, 0.5)
+        collect(q, lambda m: host.codec.stats.error_count > 0
+                and sum(isinstance(x, Reading) for x in m) >= 30)
+        assert runner.state is DeviceState.STREAMING
+    finally:
+        runner.stop()
+        server.stop()
+
+
+def test_a_protocol_bug_resets_the_link_instead_of_killing_the_thread() -> None:
+    peer = LinePeer()
+    server = PtyServer(peer, name="line").start()
+    q: queue.Queue = queue.Queue()
+    host = LineHost()
+    runner = DeviceRunner(server.url, host, q.put, backoff_s=(0.05, 0.1)).start()
+    try:
+        collect(q, lambda m: DeviceState.STREAMING in states(m))
+        peer.send(b"CRASH\n")
+        msgs = collect(q, lambda m: DeviceState.DISCONNECTED in states(m))
+        detail = [m.detail for m in msgs if isinstance(m, DeviceStatus)][-1]
+        assert "protocol error (RuntimeError: a bug in the protocol)" in detail
+        collect(q, lambda m: DeviceState.STREAMING in states(m))
+        assert runner.stats.protocol_errors == 1
+        assert host.sessions == 2
+    finally:
+        runner.stop()
+        server.stop()
