@@ -73,3 +73,33 @@ def test_ports_lists_through_pyserial(cli) -> None:
     from serial.tools import list_ports
     assert [p["port"] for p in json.loads(r.stdout)] == sorted(
         p.device for p in list_ports.comports())
+
+
+def test_decode_document_examples_masimo(tmp_path: Path, cli) -> None:
+    """masimo-ascii.md §6: the normal and sensor-off example lines."""
+    from ..protocols.test_masimo import NORMAL, SENSOR_OFF
+
+    path = tmp_path / "masimo.txt"
+    path.write_bytes(b"garbage before the first line\r\n" + NORMAL + SENSOR_OFF)
+    r = cli("decode", "--protocol", "masimo", str(path))
+    assert r.returncode == 0
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 2
+    first = json.dumps(lines[0])
+    assert '"spo2": 97' in first
+    assert '"bpm": 72' in first
+    assert "2 messages" in r.stderr
+
+
+def test_decode_document_examples_intellivue_both_directions(tmp_path: Path, cli) -> None:
+    """philips-intellivue-mib.md §1.5: the framed MDS Create Event Result and Association
+    Release Request are sent by the client (host), so they decode with --from host."""
+    from ..protocols.test_intellivue import MDS_RESULT_WIRE, RELEASE_WIRE
+
+    path = tmp_path / "iv.bin"
+    path.write_bytes(MDS_RESULT_WIRE + RELEASE_WIRE)
+    r = cli("decode", "--protocol", "intellivue", "--from", "host", str(path))
+    assert r.returncode == 0, r.stderr
+    types = [json.loads(x)["type"] for x in r.stdout.splitlines()]
+    assert len(types) == 2
+    assert " 0 errors" in r.stderr
