@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 
+from bench_codecs import VITALS
+
 from kapmonitor.drivers import registry
 from kapmonitor.drivers.sim.feed import ProgrammedPump, ScriptedVitals
 from kapmonitor.drivers.sim.server import PtyServer
 from kapmonitor.drivers.transport import DeviceRunner
 from kapmonitor.model import PumpAlarm, PumpState, Reading, WaveChunk, now_us
-
-from bench_codecs import VITALS
 
 
 class StampedPty(PtyServer):

@@ -128,7 +128,7 @@ class HostProtocol(_Endpoint):
     #: stop, for the device's answer (0: close at once).
     closing_grace_s: ClassVar[float] = 0.0
 
-    def closing(self, now_us: int) -> None:  # noqa: B027 - optional hook
+    def closing(self, now_us: int) -> None:
         """The app is stopping on purpose: queue any goodbye (a release request, a
         request to stop sending). Not called when the link failed."""
 

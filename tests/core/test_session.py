@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from kapmonitor.drivers.devices.bbraun import BBraunHost
 from kapmonitor.drivers.devices.masimo import MasimoHost
 from kapmonitor.drivers.sim.clock import ScaledClock
 from kapmonitor.drivers.sim.feed import ProgrammedPump, ScriptedVitals
 from kapmonitor.drivers.sim.peers.bbraun import BBraunPeer
 from kapmonitor.drivers.sim.peers.masimo import MasimoPeer
 from kapmonitor.drivers.sim.server import PtyServer
-from kapmonitor.drivers.devices.bbraun import BBraunHost
 from kapmonitor.drivers.transport import DeviceRunner
 from kapmonitor.model import Channel
 from kapmonitor.session import LiveSession, Phase, SessionConfig

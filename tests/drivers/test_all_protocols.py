@@ -18,8 +18,15 @@ from kapmonitor.drivers.protocol import HostProtocol, PeerProtocol
 from kapmonitor.drivers.sim.feed import ProgrammedPump, ScriptedVitals
 from kapmonitor.drivers.sim.server import PtyServer, TcpServer
 from kapmonitor.drivers.transport import DeviceRunner
-from kapmonitor.model import Channel, DeviceState, DeviceStatus, PumpState, Reading, WaveChunk, \
-    now_us
+from kapmonitor.model import (
+    Channel,
+    DeviceState,
+    DeviceStatus,
+    PumpState,
+    Reading,
+    WaveChunk,
+    now_us,
+)
 
 from ..conftest import SHARED
 

@@ -14,6 +14,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kapmonitor.drivers.codecs.base import Role
 from kapmonitor.drivers.codecs.bbraun import (
     UNITS,
@@ -36,7 +37,6 @@ from kapmonitor.drivers.devices.bbraun import BBraunHost, is_allowed_request
 from kapmonitor.drivers.sim.feed import ProgrammedPump
 from kapmonitor.drivers.sim.peers.bbraun import BBraunPeer
 from kapmonitor.drivers.testing import ExpectedExchange, MemoryLink, feed_in_pieces
-
 from kapmonitor.model import Channel, PumpAlarm, PumpRunState, PumpState, Reading
 
 _CTRL = {"SOH": 0x01, "STX": 0x02, "ETX": 0x03, "EOT": 0x04, "ACK": 0x06, "ETB": 0x17, "RS": 0x1E}
