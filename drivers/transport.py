@@ -66,7 +66,9 @@ class DeviceRunner:
         self.host = host
         self.publish = publish
         self.settings = {**host.serial_settings.as_kwargs(), **(serial_overrides or {})}
-        self.read_timeout_s = min(read_timeout_s, host.tick_interval_s)
+        # ticks are due in the clock's time; at a simulated --speed N, wait N times less
+        speed = getattr(clock, "speed", 1.0)
+        self.read_timeout_s = max(0.0005, min(read_timeout_s, host.tick_interval_s) / speed)
         self.backoff_s = backoff_s
         self.disconnect_after_s = (disconnect_after_s if disconnect_after_s is not None
                                    else 3 * host.stale_after_s)

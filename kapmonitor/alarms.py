@@ -113,6 +113,7 @@ from .model import (
     Quality,
     Reading,
     WaveChunk,
+    device_of,
 )
 
 __all__ = [
@@ -1083,6 +1084,8 @@ class AlarmEngine:
     # ------------------------------------------------------------ devices and pumps
 
     def _touch(self, name: str, t: int, out: list[AlarmEvent]) -> None:
+        # data from a pump in a rack ("pump/slot11") is data on the link "pump"
+        name = device_of(name)
         s = self._sources.get(name)
         if s is None:
             s = self._sources[name] = _Src(name)
@@ -1133,7 +1136,10 @@ class AlarmEngine:
 
     def _on_pump(self, ps: PumpState, out: list[AlarmEvent]) -> None:
         self._touch(ps.source, ps.t_us, out)
-        s = self._sources[ps.source]
+        # alarms are per pump ("pump/slot11"); the link watchdog is per device ("pump")
+        s = self._sources.get(ps.source)
+        if s is None:
+            s = self._sources[ps.source] = _Src(ps.source)
         t = ps.t_us
         prios = self._limits.technical.pump_priorities
         want: dict[str, tuple[Priority, str]] = {}

@@ -29,6 +29,7 @@ from .model import (
     Quality,
     Reading,
     WaveChunk,
+    device_of,
 )
 
 __all__ = ["LiveBuffers", "RingBuffer", "Snapshot"]
@@ -229,7 +230,7 @@ class LiveBuffers:
                 ring.append(max(t_us, last[0] + 1), math.nan)
 
     def _channels_of(self, source: str) -> Iterable[Channel]:
-        return [c for c, s in list(self._sources.items()) if s == source]
+        return [c for c, s in list(self._sources.items()) if device_of(s) == source]
 
     def latest(self, channel: Channel) -> tuple[int, float] | None:
         ring = self._rings.get(channel)

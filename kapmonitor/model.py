@@ -38,8 +38,16 @@ __all__ = [
     "Quality",
     "Reading",
     "WaveChunk",
+    "device_of",
     "now_us",
 ]
+
+
+def device_of(source: str) -> str:
+    """The device (link) a message source belongs to. A device with several pumps or
+    modules behind one link names them ``"<device>/<sub>"`` (``"pump/slot11"``,
+    ``"pump/2"``); its link state is reported for ``"<device>"``."""
+    return source.split("/", 1)[0]
 
 
 def now_us() -> int:

@@ -196,8 +196,12 @@ class LiveSession:
                             source: str = "manual") -> None:
         t_us = t_us if t_us is not None else self.clock()
         self.t0_us = t_us
+        self.phase = Phase.INFUSION
+        self._record_infusion_start(t_us, author or source)
+
+    def _record_infusion_start(self, t_us: int, author: str) -> None:
         self.store.set_infusion_start(self.session_id, t_us, self.clock())
-        self._phase_entry(Phase.INFUSION, t_us, author or source)
+        self._phase_entry(Phase.INFUSION, t_us, author)
 
     def set_phase(self, phase: Phase, t_us: int | None = None, *, author: str = "") -> None:
         """Move to a later phase (the timeline only goes forward; a mistaken phase marker
@@ -287,13 +291,16 @@ class LiveSession:
                     continue
                 self._last_pump = m
                 if self.t0_us is None and m.state in (PumpRunState.RUNNING, PumpRunState.BOLUS):
-                    self.t0_us = m.t_us  # set before publishing, so session times agree
+                    # t0 and phase change together, before anything is published, so every
+                    # reader sees one consistent timeline
+                    self.t0_us = m.t_us
+                    self.phase = Phase.INFUSION
                     started = True
                 else:
                     started = False
                 out += self._update_dose(m)
             if started:
-                self.mark_infusion_start(m.t_us, source="pump")
+                self._record_infusion_start(m.t_us, "pump")
             if (m.state is PumpRunState.COMPLETE and self.phase is Phase.INFUSION):
                 self.set_phase(Phase.EMERGENCE, m.t_us, author="pump")
         if out:

@@ -18,9 +18,9 @@ Implements the host side of shared/protocols/fresenius-base-primea.md, sans-I/O:
   command. ``host_may_send`` checks one decoded message, for tests.
 
 Source naming: the modules of one base are separate pumps. Everything a module reports
-carries the source ``module_source(host.source, n)`` = ``"<source>.<n>"`` (e.g.
-``"pump.1"`` for slot 1); a module appearing in / disappearing from the base is announced
-with a ``DeviceStatus`` for that source.
+carries the source ``module_source(host.source, n)`` = ``"<source>/<n>"`` (e.g.
+``"pump/1"`` for slot 1; ``model.device_of`` gives the link); a module appearing in or
+disappearing from the base is announced with a ``DeviceStatus`` for that source.
 
 Choices where the document is UNCERTAIN (§5.3, §8):
 
@@ -124,7 +124,7 @@ DELIVERY_HOLD_MIN_S = 3.0
 
 def module_source(source: str, module: int) -> str:
     """The source name of one pump module of a base (see the module docstring)."""
-    return f"{source}.{module}"
+    return f"{source}/{module}"
 
 
 def host_may_send(message: FreseniusMessage) -> bool:

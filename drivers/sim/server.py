@@ -58,6 +58,9 @@ class PeerServer:
         self._garbage = 0
         self._ber = 0.0
         self._ber_until = 0
+        # wait in simulated time: at --speed N the peer must still tick every
+        # tick_interval_s of *its* time, or periodic frames fall behind the clock
+        self.wait_s = max(0.0005, peer.tick_interval_s / getattr(clock, "speed", 1.0))
 
     @property
     def url(self) -> str:
@@ -227,7 +230,7 @@ class PtyServer(PeerServer):
             view = view[n:]
 
     def _serve_once(self) -> None:
-        ready, _, _ = select.select([self._master], [], [], self.peer.tick_interval_s)
+        ready, _, _ = select.select([self._master], [], [], self.wait_s)
         self._exchange(bool(ready), self._read, self._write)
 
 
@@ -290,7 +293,7 @@ class TcpServer(PeerServer):
             except OSError:
                 return None
 
-        ready, _, _ = select.select([client], [], [], self.peer.tick_interval_s)
+        ready, _, _ = select.select([client], [], [], self.wait_s)
         try:
             alive = self._exchange(bool(ready), read, client.sendall)
         except OSError:

@@ -37,6 +37,7 @@ class NumericSeries:
     values: np.ndarray  # float64, NaN where the value was absent
     quality: np.ndarray  # int32
     source: list[str]
+    device_t_us: list[int | None]
 
     def __len__(self) -> int:
         return int(self.t_us.shape[0])
@@ -105,7 +106,7 @@ class SessionReader:
     def numeric(self, channel: Channel, t_from: int | None = None,
                 t_to: int | None = None) -> NumericSeries:
         t = numeric_table
-        q = select(t.c.t_us, t.c.value, t.c.quality, t.c.source).where(
+        q = select(t.c.t_us, t.c.value, t.c.quality, t.c.source, t.c.device_t_us).where(
             t.c.session_id == self.session_id, t.c.channel == channel.value)
         if t_from is not None:
             q = q.where(t.c.t_us >= t_from)
@@ -114,13 +115,15 @@ class SessionReader:
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(t.c.t_us)).cursor.fetchall()
         if not rows:
-            return NumericSeries(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32), [])
-        ts, vs, qs, ss = zip(*rows, strict=True)
+            return NumericSeries(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32), [],
+                                 [])
+        ts, vs, qs, ss, ds = zip(*rows, strict=True)
         return NumericSeries(
             np.array(ts, dtype=np.int64),
             np.array(vs, dtype=np.float64),  # NULL (None) becomes NaN
             np.array(qs, dtype=np.int32),
             list(ss),
+            list(ds),
         )
 
     def wave(self, channel: Channel, t_from: int | None = None,

@@ -179,13 +179,13 @@ class Recorder:
                 self._numerics.append({
                     "session_id": sid, "channel": m.channel.value, "t_us": m.t_us,
                     "value": _float_or_none(m.value), "quality": int(m.quality),
-                    "source": m.source})
+                    "source": m.source, "device_t_us": m.device_t_us})
             elif isinstance(m, WaveChunk):
                 self._waves.append({
                     "session_id": sid, "channel": m.channel.value, "t_us": m.t_us,
                     "rate_hz": float(m.rate_hz), "n": len(m),
                     "data": m.samples.astype("<f4").tobytes(), "quality": int(m.quality),
-                    "source": m.source})
+                    "source": m.source, "device_t_us": m.device_t_us})
             elif isinstance(m, PumpState):
                 self._events.append((PumpEventRow.__table__, {  # type: ignore[arg-type]
                     "session_id": sid, "source": m.source, "t_us": m.t_us,

@@ -217,6 +217,7 @@ numeric_table = Table(
     Column("value", Float, nullable=True),
     Column("quality", Integer, nullable=False, default=0),
     Column("source", String(64), nullable=False, default=""),
+    Column("device_t_us", BigInteger, nullable=True),  # the device's own clock, if sent
     Index("ix_numeric_session_channel_t", "session_id", "channel", "t_us"),
 )
 
@@ -231,5 +232,6 @@ wave_table = Table(
     Column("data", LargeBinary, nullable=False),  # little-endian float32
     Column("quality", Integer, nullable=False, default=0),
     Column("source", String(64), nullable=False, default=""),
+    Column("device_t_us", BigInteger, nullable=True),
     Index("ix_wave_session_channel_t", "session_id", "channel", "t_us"),
 )

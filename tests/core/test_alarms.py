@@ -830,3 +830,18 @@ def test_thread_safety_smoke(eng):
     assert ids == list(range(1, len(ids) + 1))
     assert delivered == ids  # every event delivered once, in order
     assert sum(1 for e in returned if e.action is RAISE) >= len(chans)
+
+
+def test_data_from_a_pump_in_a_rack_keeps_its_link_alive() -> None:
+    """B. Braun racks and Fresenius bases report per pump ("pump/slot11"), the link state
+    for "pump": the stale watchdog must credit the pump's data to its link."""
+    from kapmonitor.model import DeviceState, DeviceStatus, PumpRunState, PumpState
+
+    eng = AlarmEngine()
+    t = 1_000_000_000_000
+    eng.evaluate([DeviceStatus("pump", DeviceState.STREAMING, t)])
+    for k in range(12):  # a PumpState every 5 s for a minute
+        eng.evaluate([PumpState(t + k * 5_000_000, PumpRunState.RUNNING, 52.5,
+                                source="pump/slot11")])
+        eng.tick(t + k * 5_000_000 + 4_000_000)
+    assert not [a for a in eng.active() if a.key.startswith("tech.pump")]

@@ -299,7 +299,7 @@ def test_host_session_matches_document_exchanges() -> None:
         (Channel.VOLUME_INFUSED, 17.5),
         (Channel.VOLUME_INFUSED, 35.0),  # from the spontaneous E frame
     ]
-    assert {m.source for m in msgs if isinstance(m, Reading)} == {"pump.1"}
+    assert {m.source for m in msgs if isinstance(m, Reading)} == {"pump/1"}
     msgs = link.step(0.6)  # t = 2.1 s: second poll
     script.assert_done()
     (state,) = [m for m in msgs if isinstance(m, PumpState)]
@@ -339,7 +339,7 @@ def test_host_reconnects_a_module_after_error_1E() -> None:
     msgs = link.step(1.5)
     script.assert_done()
     assert host.error_replies == {"1E": 1}
-    assert [m.source for m in msgs if isinstance(m, Reading)] == ["pump.2", "pump.2"]
+    assert [m.source for m in msgs if isinstance(m, Reading)] == ["pump/2", "pump/2"]
 
 
 def test_host_naks_a_bad_checksum_and_takes_the_resent_reply() -> None:
@@ -422,7 +422,7 @@ def test_ketamine_infusion_to_completion() -> None:
     pump.start(link.now_us)
     link.connect()
     msgs = link.step(41 * 60)
-    readings = [m for m in msgs if isinstance(m, Reading) and m.source == "pump.1"]
+    readings = [m for m in msgs if isinstance(m, Reading) and m.source == "pump/1"]
     rates = [r.value for r in readings if r.channel is Channel.PUMP_RATE]
     volumes = [r.value for r in readings if r.channel is Channel.VOLUME_INFUSED]
     assert rates[0] == 52.5 and rates[-1] == 0.0
@@ -530,9 +530,9 @@ def test_modules_of_a_base_are_separate_pumps() -> None:
     del peer.feeds[3]  # module 3 pulled out of the base
     msgs = link.step(6)
     gone = [m for m in msgs if isinstance(m, DeviceStatus) and m.state is DeviceState.DISCONNECTED]
-    assert [m.source for m in gone] == ["pump.3"]
+    assert [m.source for m in gone] == ["pump/3"]
     later = link.step(3)
-    assert {m.source for m in later if isinstance(m, Reading)} == {"pump.1"}
+    assert {m.source for m in later if isinstance(m, Reading)} == {"pump/1"}
 
 
 def test_simulated_base_refuses_control_unless_pc_mode() -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-24 21:33:22.325535
+Create Date: 2026-11-24 22:17:15.618870
 """
 
 from collections.abc import Sequence
@@ -164,6 +164,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Float(), nullable=True),
         sa.Column("quality", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("device_t_us", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["session_id"], ["session.id"], name=op.f("fk_numeric_session_id_session")
         ),
@@ -206,6 +207,7 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.Column("quality", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("device_t_us", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["session_id"], ["session.id"], name=op.f("fk_wave_session_id_session")
         ),
