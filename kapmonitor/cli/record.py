@@ -99,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         stats = session.recorder.stats
         store.close()
     print(f"session {session.session_id} closed: {stats.numerics} numerics, "
-          f"{stats.wave_samples} wave samples, {stats.events} events recorded", flush=True)
+          f"{stats.wave_samples} wave samples, {stats.events} events recorded; recorder "
+          f"queue max {stats.max_backlog} batches, {stats.errors} write errors", flush=True)
     return 0

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from kapmonitor.drivers.devices.intellivue import IntellivueHost
 from kapmonitor.drivers.sim.clock import ScaledClock

@@ -1,0 +1,648 @@
+"""The bedside window: header, tiles, trends, pump panel, alarm bar, notes (DESIGN §6).
+
+How it runs, and why:
+
+- One QTimer at 30 Hz is the only clock of the display. Each frame reads the live ring
+  buffers and redraws only what moved (a ring's ``version``), flashes alarm elements from
+  one monotonic clock, and updates the session clock text when its second changes. No
+  frame waits on a port or the disk: samples come from ring buffers, writes go to the
+  session's writer thread or this window's action thread.
+- Alarm events arrive on device threads; an :class:`AlarmBridge` made on the GUI thread
+  turns them into queued signals, and the next frame re-reads the engine's active list. The
+  engine runs in the core, so a frozen window never stops alarms or recording.
+- The flow of a session is explicit: Start infusion (normally the pump does it), End
+  infusion -> Emergence, Recovery, Discharge ready, Close session (asks first). Phase changes
+  are recorded by the core as phase entries and drawn as markers.
+- Closing the window while the session is open asks: close the session, leave it open
+  (recording stops, the record stays open and the next start offers to recover it), or
+  cancel. If the process is killed instead, the store's crash recovery handles it.
+- The header always says "Secondary display — not a primary alarm device", and a DEMO
+  badge when the patient is simulated, so a screenshot can never be mistaken for a record
+  of a real patient.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kapmonitor.alarms import AlarmAction, AlarmEvent, AlarmKind, AudioMode
+from kapmonitor.cues import CueLibrary, CueLibraryError
+from kapmonitor.model import DeviceState
+from kapmonitor.session import PHASE_LABELS, Phase
+
+from . import theme
+from .alarm_bar import AlarmBar, by_channel
+from .bridge import AlarmBridge, Relay
+from .notes_panel import KIND_COLOURS, NotesPanel
+from .plots import TrendPanel
+from .pump_panel import PumpPanel
+from .sounds import AlarmSounder
+from .tiles import TilesPanel
+
+__all__ = ["FRAME_HZ", "SECONDARY_NOTICE", "MainWindow", "format_clock", "grab_png", "run_app"]
+
+log = logging.getLogger(__name__)
+
+FRAME_HZ = 30
+SECONDARY_NOTICE = "Secondary display \u2014 not a primary alarm device"
+_US = 1_000_000
+_ESCALATE_SAME_MARK_US = 120 * _US
+
+#: The next step of the flow from each phase: (button text, target phase or "close")
+_NEXT: dict[Phase, tuple[str, Phase | str]] = {
+    Phase.BASELINE: ("Start infusion", Phase.INFUSION),
+    Phase.INFUSION: ("End infusion", Phase.EMERGENCE),
+    Phase.EMERGENCE: ("Recovery", Phase.RECOVERY),
+    Phase.RECOVERY: ("Discharge ready", Phase.DISCHARGE_READY),
+    Phase.DISCHARGE_READY: ("Close session\u2026", "close"),
+}
+#: Cue-library phase (clinical.md §8.1) for a session phase; the infusion has two: onset
+#: for its first 10 minutes, then peak / immersion
+_CUE_PHASE = {Phase.BASELINE: "preparation", Phase.INFUSION: "onset",
+              Phase.EMERGENCE: "emergence", Phase.RECOVERY: "integration",
+              Phase.DISCHARGE_READY: "integration"}
+_PEAK_AFTER_S = 10 * 60
+_DEVICE_WORDS = {DeviceState.STREAMING: "ok", DeviceState.CONNECTING: "connecting",
+                 DeviceState.STALE: "STALE", DeviceState.DISCONNECTED: "DISCONNECTED",
+                 DeviceState.STOPPED: "stopped"}
+
+
+def format_clock(session_s: float | None, since_start_s: float) -> str:
+    """'T+12:34' since the infusion start ('T+1:02:03' past an hour); before it
+    'Baseline 03:10' since the session start."""
+    if session_s is None:
+        s = max(0, int(since_start_s))
+        return f"Baseline {s // 60:02d}:{s % 60:02d}"
+    sign = "+" if session_s >= 0 else "-"
+    s = int(abs(session_s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"T{sign}{h}:{m:02d}:{sec:02d}" if h else f"T{sign}{m:02d}:{sec:02d}"
+
+
+def grab_png(widget: QWidget, path: str | Path) -> bool:
+    """Render ``widget`` as it is on screen (works offscreen) into a PNG file."""
+    return widget.grab().save(str(path), "PNG")
+
+
+class _Header(QFrame):
+    def __init__(self, session: Any, demo: bool) -> None:
+        super().__init__()
+        self.setObjectName("panel")
+        self.setFixedHeight(56)
+        cfg = session.config
+        self.patient = QLabel(cfg.patient or "no patient id")
+        self.patient.setFont(theme.font(22, bold=True))
+        room = f"Room {cfg.room}" if cfg.room else ""
+        who = cfg.clinicians or ""
+        self.room = QLabel(" \u00b7 ".join(x for x in (room, who) if x))
+        self.room.setObjectName("dim")
+        self.room.setFont(theme.font(14))
+        self.clock = QLabel("")
+        self.clock.setFont(theme.font(30, bold=True, numbers=True))
+        self.clock.setMinimumWidth(190)
+        self.phase = QLabel("")
+        self.phase.setFont(theme.font(18, bold=True))
+        self.demo = QLabel("DEMO")
+        self.demo.setToolTip("Simulated patient and devices: not a real patient's record")
+        self.demo.setFont(theme.font(15, bold=True))
+        self.demo.setStyleSheet("background: #6a2c91; color: #ffffff; border-radius: 4px;"
+                                " padding: 3px 8px;")
+        self.demo.setVisible(demo)
+        self.notice = QLabel(SECONDARY_NOTICE.replace(" \u2014 ", " \u2014\n"))
+        self.notice.setFont(theme.font(12))
+        self.notice.setStyleSheet(f"color: {theme.TEXT_DIM};")
+        self.next_btn = QPushButton("")
+        self.next_btn.setFont(theme.font(15, bold=True))
+        self.next_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.menu_btn = QToolButton()
+        self.menu_btn.setText("Session \u25be")
+        self.menu_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.menu_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 4, 10, 4)
+        lay.setSpacing(14)
+        who_box = QVBoxLayout()
+        who_box.setSpacing(0)
+        who_box.addWidget(self.patient)
+        who_box.addWidget(self.room)
+        lay.addLayout(who_box)
+        lay.addWidget(self.clock)
+        lay.addWidget(self.phase)
+        lay.addWidget(self.demo)
+        lay.addStretch(1)
+        lay.addWidget(self.notice)
+        lay.addWidget(self.next_btn)
+        lay.addWidget(self.menu_btn)
+
+
+class MainWindow(QMainWindow):
+    """The live view of one :class:`~kapmonitor.session.LiveSession`."""
+
+    #: the session was closed from this window (the window closes itself after)
+    sessionClosed = Signal()
+    #: emitted once per frame with the frame's duration in seconds (bench, diagnostics)
+    framed = Signal(float)
+
+    def __init__(self, session: Any, *, demo: bool = False,
+                 cue_library: CueLibrary | None = None, settings: QSettings | None = None,
+                 sounder: AlarmSounder | None = None, enable_audio: bool = True,
+                 frame_hz: int = FRAME_HZ, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.demo = demo
+        self.settings = settings if settings is not None else QSettings("kapmonitor",
+                                                                         "kapmonitor")
+        self.left_open = False
+        self._shut = False
+        self._force_close = False
+        self._closing_session = False
+        self.frame_times: collections.deque[float] = collections.deque(maxlen=4096)
+        title = f"KAP Monitor \u2014 {session.config.patient or 'no patient id'}"
+        self.setWindowTitle(title + (" \u2014 DEMO" if demo else ""))
+        #: replaced in tests; returns "close-session", "leave-open" or "cancel"
+        self.ask_close: Callable[[], str] = self._ask_close
+        #: replaced in tests; True to close the session
+        self.confirm_close_session: Callable[[], bool] = self._confirm_close_session
+        self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-actions")
+        self._relay = Relay(self._on_relay, self)
+
+        limits = session.alarms.alarm_limits
+        self.header = _Header(session, demo)
+        self.alarm_bar = AlarmBar()
+        pause_s = limits.timing.audio_pause_s
+        self.alarm_bar.pause.setText(f"Audio pause {int(pause_s // 60)}:{int(pause_s % 60):02d}"
+                                     "\nCtrl+P")
+        self.tiles = TilesPanel(limits)
+        self.tiles.setFixedWidth(350)
+        self.trends = TrendPanel(limits)
+        self.pump = PumpPanel(session)
+        authors = [a.strip() for a in (session.config.clinicians or "").split(",") if a.strip()]
+        self.notes = NotesPanel(session, cue_library, authors=authors, shortcut_parent=self)
+        self.notes.setFixedWidth(320)
+        if cue_library is None:
+            self.notes.message.emit("No cue library loaded: cue buttons are off")
+        self.sounder = sounder if sounder is not None else AlarmSounder(
+            self.settings, session.config.room, enable_output=enable_audio, parent=self)
+
+        centre = QVBoxLayout()
+        centre.setSpacing(6)
+        centre.addWidget(self.trends, 1)
+        centre.addWidget(self.pump)
+        body = QHBoxLayout()
+        body.setSpacing(8)
+        body.addWidget(self.tiles)
+        body.addLayout(centre, 1)
+        body.addWidget(self.notes)
+        root = QWidget()
+        lay = QVBoxLayout(root)
+        lay.setContentsMargins(6, 6, 6, 2)
+        lay.setSpacing(6)
+        lay.addWidget(self.header)
+        lay.addWidget(self.alarm_bar)
+        lay.addLayout(body, 1)
+        self.setCentralWidget(root)
+        self.status = QLabel("")
+        self.status.setObjectName("dim")
+        self.statusBar().addWidget(self.status, 1)
+        self.devices_label = QLabel("")
+        self.devices_label.setObjectName("dim")
+        self.statusBar().addPermanentWidget(self.devices_label)
+        self.statusBar().setSizeGripEnabled(False)
+
+        # -- actions and shortcuts ---------------------------------------------------------
+        self._build_menu()
+        self.header.next_btn.clicked.connect(self._next_step)
+        self.alarm_bar.acknowledgeRequested.connect(self.acknowledge)
+        self.alarm_bar.audioPauseRequested.connect(self.audio_pause)
+        self.notes.message.connect(self.show_message)
+        self.notes.entryLogged.connect(self._entry_marker)
+        self._shortcuts: list[QShortcut] = []
+        for seq, slot in (("Ctrl+K", self.acknowledge), ("Ctrl+P", self.audio_pause),
+                          ("Ctrl+End", lambda: self.trends.trends.follow(keep_window=True))):
+            sc = QShortcut(QKeySequence(seq), self)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(slot)
+            self._shortcuts.append(sc)
+
+        # -- state and the frame timer -----------------------------------------------------
+        self._phase: Phase | None = None
+        self._ref: tuple[int, bool] | None = None
+        self._alarms_dirty = True
+        self._alarm_marks: dict[str, tuple[int, list[Any]]] = {}
+        self._audio_second = -1
+        self._audio_mode: AudioMode | None = None
+        self._clock_text = ""
+        self._status_next = 0.0
+        self._heavy: list[tuple[Callable[[Any, int], bool], Callable[[Any, int], object]]] = [
+            (self.trends.trends.pending, self.trends.trends.refresh),
+            *[(w.pending, w.refresh) for w in self.trends.waves],
+            (self.pump.trend_pending,
+             lambda live, now: self.pump.refresh_trend(live, now, self._ref_us())),
+        ]
+        self._heavy_next = 0
+        self._cue_phase: str | None = None
+        self.bridge = AlarmBridge(session, self)
+        self.bridge.connect_event(self._alarm_event)
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(max(1, round(1000 / frame_hz)))
+        self.timer.timeout.connect(self.frame)
+        self._sync_phase()
+        self.frame()
+        self.timer.start()
+        self.notes.focus_note()
+
+    # -- building --------------------------------------------------------------------------
+
+    def _build_menu(self) -> None:
+        menu = QMenu(self)
+        self.phase_actions: dict[Phase | str, QAction] = {}
+        for text, target in (("Mark infusion start (by hand)", Phase.INFUSION),
+                             ("End infusion \u2192 emergence", Phase.EMERGENCE),
+                             ("Recovery", Phase.RECOVERY),
+                             ("Discharge ready", Phase.DISCHARGE_READY)):
+            act = menu.addAction(text)
+            act.triggered.connect(lambda _=False, p=target: self.advance(p))
+            self.phase_actions[target] = act
+        menu.addSeparator()
+        close = menu.addAction("Close session\u2026")
+        close.triggered.connect(lambda: self.close_session())
+        self.phase_actions["close"] = close
+        menu.addSeparator()
+        self.mute_action = menu.addAction("Mute alarm sounds in this room")
+        self.mute_action.setCheckable(True)
+        self.mute_action.setChecked(self.sounder.muted)
+        self.mute_action.toggled.connect(self._set_muted)
+        self.header.menu_btn.setMenu(menu)
+
+    # -- the frame -------------------------------------------------------------------------
+
+    def frame(self) -> None:
+        """One display frame: everything the 30 Hz timer does. Never blocks."""
+        started = time.perf_counter()
+        s = self.session
+        now = s.clock()
+        mono = time.monotonic()
+        live = s.live
+        self._sync_phase()
+        ref = s.t0_us if s.t0_us is not None else s.started_us
+        ref_key = (ref, s.t0_us is not None)
+        if ref_key != self._ref:
+            self._ref = ref_key
+            self.trends.set_reference(ref, infusion_started=s.t0_us is not None)
+            self.notes.set_reference(s.t0_us if s.t0_us is not None else s.started_us)
+        self.tiles.refresh(live, now)
+        self.pump.refresh(live, now, ref, trend=False)
+        # The plots are the expensive part (a re-render each): at most one of them is
+        # redrawn per frame, round robin, so a second in which every plot has new data
+        # costs several cheap frames instead of one long one. Nothing waits longer than a
+        # few frames (~100 ms).
+        n = len(self._heavy)
+        for k in range(n):
+            i = (self._heavy_next + k) % n
+            pending, run = self._heavy[i]
+            if pending(live, now):
+                run(live, now)
+                self._heavy_next = (i + 1) % n
+                break
+        if self._alarms_dirty:
+            self._alarms_dirty = False
+            active = s.alarms.active()
+            self.alarm_bar.set_alarms(active)
+            self.tiles.set_alarms(by_channel(active))
+            self._update_audio(now, force=True)
+        elif self._audio_mode is AudioMode.PAUSED:
+            self._update_audio(now)
+        self.tiles.flash(mono)
+        self.alarm_bar.flash(mono)
+        text = format_clock(s.session_time_s(now), (now - s.started_us) / _US)
+        if text != self._clock_text:
+            self._clock_text = text
+            self.header.clock.setText(text)
+        if mono >= self._status_next:
+            self._status_next = mono + 1.0
+            self._update_devices()
+            self._follow_cue_phase(now)
+        dt = time.perf_counter() - started
+        self.frame_times.append(dt)
+        self.framed.emit(dt)
+
+    def _follow_cue_phase(self, now: int) -> None:
+        """Bring up the cues of the current §8.1 phase when it changes (the therapist's own
+        choice of category stands until then)."""
+        s = self.session
+        cue_phase = _CUE_PHASE.get(s.phase)
+        st = s.session_time_s(now)
+        if s.phase is Phase.INFUSION and st is not None and st >= _PEAK_AFTER_S:
+            cue_phase = "peak"
+        if cue_phase is not None and cue_phase != self._cue_phase:
+            self._cue_phase = cue_phase
+            self.notes.show_category_for_phase(cue_phase)
+
+    def _ref_us(self) -> int:
+        s = self.session
+        return s.t0_us if s.t0_us is not None else s.started_us
+
+    def _update_audio(self, now: int, *, force: bool = False) -> None:
+        state = self.session.alarms.audio_state(now)
+        second = int(state.paused_remaining_s or 0)
+        if not force and second == self._audio_second and state.mode is self._audio_mode:
+            return
+        self._audio_second = second
+        self._audio_mode = state.mode
+        self.sounder.update_state(state)
+        self.alarm_bar.set_audio(state, output=self.sounder.output_error,
+                                 muted=self.sounder.muted)
+
+    def _update_devices(self) -> None:
+        devs = self.session.live.devices
+        parts = [f"{name}: {_DEVICE_WORDS.get(st.state, str(st.state))}"
+                 for name, st in sorted(devs.items())]
+        text = " \u00b7 ".join(parts) if parts else "no devices"
+        if text != self.devices_label.text():
+            self.devices_label.setText(text)
+
+    def _sync_phase(self) -> None:
+        s = self.session
+        phase = s.phase
+        if phase is self._phase:
+            return
+        first = self._phase is None
+        self._phase = phase
+        if phase is Phase.INFUSION and s.t0_us is not None:
+            t = s.t0_us
+        elif phase is Phase.BASELINE:
+            t = s.started_us
+        else:
+            t = s.clock()
+        self.header.phase.setText(PHASE_LABELS[phase])
+        self.notes.add_system_entry(t, "phase", PHASE_LABELS[phase], "")
+        if not (first and phase is Phase.BASELINE):
+            self.trends.add_marker(t, PHASE_LABELS[phase], KIND_COLOURS["phase"])
+        nxt = _NEXT.get(phase)
+        self.header.next_btn.setVisible(nxt is not None and not self._closing_session)
+        if nxt is not None:
+            self.header.next_btn.setText(nxt[0])
+        order = list(Phase)
+        for target, act in self.phase_actions.items():
+            if isinstance(target, Phase):
+                act.setEnabled(order.index(target) > order.index(phase))
+
+    # -- alarms ----------------------------------------------------------------------------
+
+    def _alarm_event(self, ev: AlarmEvent) -> None:
+        """On the GUI thread (queued from the bridge)."""
+        self._alarms_dirty = True
+        if ev.action not in (AlarmAction.RAISE, AlarmAction.ESCALATE) or ev.kind not in (
+                AlarmKind.PHYSIOLOGICAL, AlarmKind.TECHNICAL):
+            return
+        words = ev.message.split()
+        label = f"{theme.ASTERISKS[ev.priority]} {' '.join(words[:2]) if words else ev.key}"
+        colour = theme.ALARM_COLOURS[ev.priority]
+        prev = self._alarm_marks.get(ev.key)
+        if ev.action is AlarmAction.ESCALATE and prev is not None and (
+                ev.t_us - prev[0]) <= _ESCALATE_SAME_MARK_US:
+            # an escalation shortly after the raise is the same event on the timeline
+            self.trends.trends.update_marker(prev[1], label, colour)
+            return
+        self._alarm_marks[ev.key] = (ev.t_us, self.trends.add_marker(ev.t_us, label, colour))
+
+    def acknowledge(self) -> None:
+        try:
+            events = self.session.acknowledge(user=self.notes.author())
+        except Exception as exc:
+            self.show_message(f"Acknowledge failed: {exc}")
+            return
+        self._alarms_dirty = True
+        if events:
+            self.show_message(f"Acknowledged {len(events)} alarm(s)")
+
+    def audio_pause(self) -> None:
+        try:
+            self.session.audio_pause(user=self.notes.author())
+        except Exception as exc:
+            self.show_message(f"Audio pause refused: {exc}")
+            return
+        self._alarms_dirty = True
+
+    def _set_muted(self, muted: bool) -> None:
+        self.sounder.set_muted(muted)
+        self._alarms_dirty = True
+        self.show_message("Alarm sounds muted in this room: the visual alarms continue"
+                          if muted else "Alarm sounds on")
+
+    # -- entries and markers ---------------------------------------------------------------
+
+    def _entry_marker(self, t_us: int, kind: str, label: str) -> None:
+        self.trends.add_marker(t_us, label, KIND_COLOURS.get(kind, theme.TEXT))
+
+    def show_message(self, text: str) -> None:
+        self.status.setText(text)
+
+    # -- the flow of the session -----------------------------------------------------------
+
+    def _next_step(self) -> None:
+        nxt = _NEXT.get(self.session.phase)
+        if nxt is None:
+            return
+        if nxt[1] == "close":
+            self.close_session()
+        else:
+            self.advance(nxt[1])  # type: ignore[arg-type]
+
+    def advance(self, phase: Phase) -> Future[None]:
+        """Move the session to ``phase`` on the action thread (it writes to the disk)."""
+        author = self.notes.author()
+        fut = self._actions.submit(self.session.set_phase, phase, author=author)
+        fut.add_done_callback(lambda f: self._relay.post("phase", f))
+        return fut
+
+    def close_session(self, *, confirm: bool = True) -> Future[None] | None:
+        """Close the session (asks first): devices stop, everything is written, the record
+        is closed. The window closes when that is done."""
+        if self.session.closed or self._closing_session:
+            return None
+        if confirm and not self.confirm_close_session():
+            return None
+        self._closing_session = True
+        self.header.next_btn.setEnabled(False)
+        self.show_message("Closing the session\u2026")
+        fut = self._actions.submit(self.session.close, author=self.notes.author())
+        fut.add_done_callback(lambda f: self._relay.post("closed", f))
+        return fut
+
+    def _on_relay(self, tag: str, fut: Future[Any]) -> None:
+        exc = fut.exception()
+        if tag == "phase":
+            if exc is not None:
+                self.show_message(f"Phase not changed: {exc}")
+            return
+        if tag == "closed":
+            self._closing_session = False
+            if exc is not None:
+                self.header.next_btn.setEnabled(True)
+                self.show_message(f"Session not closed: {exc}")
+                return
+            self.show_message("Session closed")
+            self.sessionClosed.emit()
+            self._force_close = True
+            self.close()
+
+    def _confirm_close_session(self) -> bool:
+        box = QMessageBox(self)
+        box.setWindowTitle("Close session")
+        box.setText("Close this session? Recording stops and the record is closed.")
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        return box.exec() == QMessageBox.StandardButton.Yes
+
+    def _ask_close(self) -> str:
+        box = QMessageBox(self)
+        box.setWindowTitle("Session still open")
+        box.setText("The session is still open.")
+        box.setInformativeText(
+            "Close the session to end the record now, or leave it open: recording stops "
+            "with this window and the next start offers to recover the session.")
+        close_btn = box.addButton("Close session", QMessageBox.ButtonRole.AcceptRole)
+        leave_btn = box.addButton("Leave open", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep monitoring", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is close_btn:
+            return "close-session"
+        if clicked is leave_btn:
+            return "leave-open"
+        return "cancel"
+
+    # -- closing the window ----------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self._force_close or self.session.closed:
+            self.shutdown()
+            event.accept()
+            return
+        choice = self.ask_close()
+        if choice == "cancel":
+            event.ignore()
+            return
+        if choice == "close-session":
+            event.ignore()
+            self.close_session(confirm=False)
+            return
+        self.left_open = True
+        self.shutdown()
+        event.accept()
+
+    def quit_now(self) -> None:
+        """Close without asking (auto-quit of the demo and smoke tests)."""
+        self._force_close = True
+        self.close()
+
+    def shutdown(self) -> None:
+        """Stop the timer, the bridge, the sounds and the action thread. Idempotent; the
+        session itself is left as it is (closed, or open for recovery)."""
+        if self._shut:
+            return
+        self._shut = True
+        self.timer.stop()
+        self.bridge.close()
+        self._relay.close()
+        self.notes.close_relay()
+        self.sounder.shutdown()
+        for sc in self._shortcuts:
+            sc.setEnabled(False)
+        self._actions.shutdown(wait=True)
+
+    # -- screenshots -----------------------------------------------------------------------
+
+    def grab_png(self, path: str | Path) -> bool:
+        """Draw a fresh frame and save the window as a PNG (works offscreen)."""
+        if not self._shut:
+            self.frame()
+        QApplication.processEvents()
+        return grab_png(self, path)
+
+    def frame_stats(self) -> dict[str, float]:
+        """Median and p99 frame time in ms over the kept frames."""
+        xs = sorted(self.frame_times)
+        if not xs:
+            return {"frames": 0, "median_ms": 0.0, "p99_ms": 0.0}
+        return {"frames": len(xs), "median_ms": xs[len(xs) // 2] * 1e3,
+                "p99_ms": xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1e3}
+
+
+def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None = None,
+            screenshot: str | Path | None = None, quit_after: float | None = None,
+            close_on_quit: bool | None = None, settings: QSettings | None = None,
+            argv: Sequence[str] | None = None, size: tuple[int, int] = (1280, 800)) -> int:
+    """Show the bedside window for a started ``session`` and run the Qt event loop.
+
+    ``quit_after`` seconds (wall time) closes the window by itself, saving ``screenshot``
+    first (the ``kapmonitor demo --screenshot PNG --quit-after SEC`` smoke test); a screenshot
+    without ``quit_after`` is taken after 5 s. On an automatic quit the session is closed when
+    ``close_on_quit`` (default: for a demo) and otherwise left open. When the event loop ends
+    with the session still open (the user chose "Leave open", or the auto-quit left it), its
+    threads are stopped with ``session.abandon()``: the record stays open and the next start
+    offers to recover it. Returns the exit code."""
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    assert isinstance(app, QApplication)
+    theme.apply_theme(app)
+    if cue_library is None:
+        try:
+            cue_library = CueLibrary.load()
+        except CueLibraryError as exc:  # a bad clinic file: run without cues, say why
+            log.error("%s", exc)
+            cue_library = None
+    win = MainWindow(session, demo=demo, cue_library=cue_library, settings=settings)
+    win.resize(*size)
+    win.show()
+    close_on_quit = demo if close_on_quit is None else close_on_quit
+    if screenshot is not None and quit_after is None:
+        quit_after = 5.0
+
+    def auto_quit() -> None:
+        if screenshot is not None:
+            win.grab_png(screenshot)
+        if close_on_quit and not session.closed:
+            win.shutdown()
+            session.close(author="kapmonitor")
+        win.quit_now()
+
+    if quit_after is not None:
+        QTimer.singleShot(int(quit_after * 1000), auto_quit)
+    app.setQuitOnLastWindowClosed(True)
+    code = app.exec()
+    win.shutdown()
+    if not session.closed:
+        with contextlib.suppress(Exception):
+            session.abandon()
+    # delete the window now, while Qt and Python are both alive (a window left for the
+    # interpreter's final garbage collection can crash it on the way out)
+    win.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    return int(code)
