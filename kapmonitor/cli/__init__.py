@@ -55,13 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     func = getattr(args, "func", None)
-    if func is None:
-        # No subcommand: the GUI once it exists; until then, the help.
-        default = getattr(args, "default_func", None)
-        if default is None:
-            parser.print_help()
-            return 0
-        func = default
+    if func is None:  # no subcommand: the bedside window
+        from . import gui
+
+        args.devices = False
+        func = gui.run
     try:
         return int(func(args) or 0)
     except CliError as exc:

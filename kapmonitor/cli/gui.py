@@ -1,0 +1,102 @@
+"""``kapmonitor`` (or ``kapmonitor gui``): the bedside window for a real session.
+
+Devices come from the room's configuration (the device dialog, remembered with QSettings);
+with none configured the app offers the simulated devices, clearly labelled DEMO, or the
+device dialog. The setup dialog then takes the patient and programme (and offers recovery
+of a session a crash left open), and the window runs until the session is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import db_option
+
+NAME = "gui"
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(NAME, parents=[common], help="the bedside window (the default)",
+                       description="Open the bedside window. With no device configured, "
+                       "offers the simulated devices (DEMO).")
+    p.add_argument("--devices", action="store_true", help="open the device dialog first")
+    p.set_defaults(func=run)
+
+
+def _ask_demo(parent: object = None) -> str:
+    """'demo', 'configure' or 'quit'."""
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(parent)  # type: ignore[arg-type]
+    box.setWindowTitle("KAP Monitor")
+    box.setText("No devices are configured for this room.")
+    box.setInformativeText("Start with SIMULATED devices (DEMO, never a patient), or choose "
+                           "the room's monitor and pump?")
+    demo = box.addButton("Start DEMO", QMessageBox.ButtonRole.AcceptRole)
+    conf = box.addButton("Choose devices\u2026", QMessageBox.ButtonRole.ActionRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    clicked = box.clickedButton()
+    return "demo" if clicked is demo else "configure" if clicked is conf else "quit"
+
+
+def run(args: argparse.Namespace) -> int:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication, QDialog
+    from serial.tools import list_ports
+
+    from kapmonitor.drivers import registry
+    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, start_device
+    from kapmonitor.session import LiveSession
+    from kapmonitor.store import Store
+    from kapmonitor.ui import theme
+    from kapmonitor.ui.device_dialog import DeviceDialog, configured_devices
+    from kapmonitor.ui.main_window import run_app
+    from kapmonitor.ui.setup_dialog import SetupDialog
+
+    app = QApplication.instance() or QApplication(["kapmonitor"])
+    theme.apply_theme(app)  # type: ignore[arg-type]
+    settings = QSettings("kapmonitor", "kapmonitor")
+    store = Store.open(db_option(args))
+    try:
+        specs = configured_devices(settings)
+        choice = "configure" if args.devices else ("use" if specs else _ask_demo())
+        if choice == "quit":
+            return 0
+        if choice == "configure":
+            protocols = [(n, registry.get(n).title, registry.get(n).kind)
+                         for n in registry.available()]
+            ports = [(p.device, p.description) for p in list_ports.comports()]
+            if DeviceDialog(protocols, ports, settings).exec() != QDialog.DialogCode.Accepted:
+                return 0
+            specs = configured_devices(settings)
+            if not specs:
+                choice = "demo"
+        if choice == "demo":
+            from .demo import start_demo
+
+            rig, session, links = start_demo(store)
+            try:
+                return run_app(session, demo=True, settings=settings)
+            finally:
+                if not session.closed:  # type: ignore[attr-defined]
+                    session.close()  # type: ignore[attr-defined]
+                rig.stop()  # type: ignore[attr-defined]
+                links.cleanup()  # type: ignore[attr-defined]
+        setup = SetupDialog(store)
+        if setup.exec() != QDialog.DialogCode.Accepted:
+            return 0
+        session = LiveSession(store, setup.config()).start()
+        taken: list[str] = []
+        for text in specs:
+            try:
+                spec = parse_spec(text, taken)
+            except DeviceSpecError as exc:
+                session.close()
+                raise SystemExit(f"kapmonitor: error: configured device {text!r}: {exc}") \
+                    from None
+            taken.append(spec.name)
+            start_device(spec, session.attach, session.bus.publish)
+        return run_app(session, settings=settings)
+    finally:
+        store.close()
