@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class CountingVitals:
-    """The scenario's vitals feed, counting the wave samples handed to the monitor peer, so
-    a recording can be checked sample for sample against what went on the wire."""
+    """The scenario's vitals feed, counting the wave samples (and numeric results) handed
+    to the monitor peer, so a recording can be checked against what went on the wire."""
 
     def __init__(self, feed: Any) -> None:
         self.feed = feed
@@ -40,6 +40,8 @@ class CountingVitals:
         self._lock = threading.Lock()
 
     def numerics(self, now_us: int) -> Any:
+        with self._lock:
+            self.sent["numerics"] = self.sent.get("numerics", 0) + 1
         return self.feed.numerics(now_us)
 
     def wave(self, channel: Channel, rate_hz: float, n: int, now_us: int) -> Any:
@@ -123,6 +125,10 @@ class SimulatorRig:
         for d in self.devices:
             d.server.stop()
         if self._truth_file is not None:
+            # the exact tally of what went on the wire, after the servers stopped
+            self._truth_file.write(json.dumps({"final": True, "t_us": self.clock(),
+                                               "wave_samples_sent": dict(self.vitals.sent)})
+                                   + "\n")
             self._truth_file.close()
             self._truth_file = None
 
