@@ -37,7 +37,8 @@ def capture(entry: registry.ProtocolEntry, seconds: float = 600.0) -> bytes:
     return bytes(link.peer_sent)
 
 
-def throughput(entry: registry.ProtocolEntry, data: bytes, min_seconds: float = 1.0) -> float:
+def throughput(entry: registry.ProtocolEntry, data: bytes,
+               min_seconds: float = 1.0) -> tuple[float, int]:
     chunk = 4096
     total, t0, rounds = 0, time.perf_counter(), 0
     while True:
@@ -48,19 +49,21 @@ def throughput(entry: registry.ProtocolEntry, data: bytes, min_seconds: float = 
         rounds += 1
         dt = time.perf_counter() - t0
         if dt >= min_seconds and rounds >= 2:
-            assert codec.stats.error_count == 0, codec.stats.as_dict()
-            return total / dt
+            return total / dt, codec.stats.error_count
 
 
 def main() -> int:
-    print(f"{'protocol':12} {'capture':>10} {'decode MB/s':>12} {'line kB/s':>10} {'ratio':>8}")
+    print(f"{'protocol':12} {'capture':>10} {'decode MB/s':>12} {'line kB/s':>10} {'ratio':>8}"
+          f" {'errors':>7}")
     for name in registry.available():
         entry = registry.get(name)
         data = capture(entry)
-        rate = throughput(entry, data)
+        rate, errors = throughput(entry, data)
         line = entry.host_class().serial_settings.bytes_per_second
         print(f"{name:12} {len(data) / 1024:8.0f} KiB {rate / 1e6:12.2f} "
-              f"{line / 1e3:10.2f} {rate / line:7.0f}x")
+              f"{line / 1e3:10.2f} {rate / line:7.0f}x {errors:7d}")
+    print("(errors: bytes a decoder without the conversation cannot place, e.g. Nonin's ACK "
+          "to the host's format command)")
     return 0
 
 

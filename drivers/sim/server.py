@@ -19,12 +19,16 @@ one bit in each outgoing byte with probability p.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
 import select
 import socket
+import sys
+import termios
 import threading
+import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +86,7 @@ class PeerServer:
             thread.join(timeout)
             if thread.is_alive():
                 raise TimeoutError(f"peer server {self.name} did not stop in {timeout} s")
+        self._drain(min(timeout, 1.0))
         self._close()
 
     def __enter__(self) -> PeerServer:
@@ -168,6 +173,10 @@ class PeerServer:
         return True
 
     # hooks
+    def _drain(self, timeout: float) -> None:
+        """On a deliberate stop, give the reader a moment to take what was sent (a pulled
+        cable, ``cut``, loses it on purpose)."""
+
     def _open(self) -> None: ...
     def _close(self) -> None: ...
     def _serve_once(self) -> None: ...
@@ -201,6 +210,22 @@ class PtyServer(PeerServer):
             tmp.symlink_to(self.slave_path)
             tmp.replace(self.link)
         self.peer.connection_made(self.clock())
+
+    def _drain(self, timeout: float) -> None:
+        """Closing the master discards what the app has not read yet: wait (bounded) until
+        the slave's input queue is empty."""
+        if self._slave < 0:
+            return
+        deadline = time.monotonic() + timeout
+        buf = bytearray(4)
+        while time.monotonic() < deadline:
+            try:
+                fcntl.ioctl(self._slave, termios.FIONREAD, buf)
+            except OSError:
+                return
+            if int.from_bytes(buf, sys.byteorder) == 0:
+                return
+            self._stop.wait(0.005)
 
     def _close(self) -> None:
         if self._master < 0:
