@@ -111,6 +111,8 @@ def test_device_against_peer_disconnect_and_return(entry: registry.ProtocolEntry
             states = [m for m in data if isinstance(m, PumpState)]
             assert any(s.rate_ml_h == pytest.approx(52.5, abs=0.1) for s in states), states[:2]
 
+        # issue 7: everything a peer sends decodes with zero errors when no fault is scripted
+        assert host.codec.stats.error_count == 0, host.codec.stats.as_dict()
         port = getattr(server, "port", 0)
         server.stop()
         _collect(q, lambda m: DeviceState.DISCONNECTED in _states(m), budget)
