@@ -17,7 +17,9 @@ Sources:
   ``utc_time`` ISO 8601 (``2024-05-01T10:00:00.000000Z``), ``channel`` a
   ``kapmonitor.model.Channel`` value, ``value`` a number (empty = invalid), ``unit``
   the channel's UCUM or display unit (checked), ``quality`` the integer
-  ``kapmonitor.model.Quality`` flags (empty = 0). Wave channels must be evenly sampled
+  ``kapmonitor.model.Quality`` flags (empty = 0). An optional seventh column ``source``
+  (the device; ``kapmonitor export --format csv`` writes it) is accepted and not used.
+  Wave channels must be evenly sampled
   (their rate is the reciprocal of the median spacing). Playback time 0 is the first row.
 
 ``PlaybackVitals``: stream k of a wave at rate r is record time ``offset_s + k / r``;
@@ -91,6 +93,7 @@ _ZERO_IS_MISSING = frozenset({Channel.HR, Channel.PULSE, Channel.SPO2, Channel.R
                               Channel.NIBP_SYS, Channel.NIBP_DIA, Channel.NIBP_MEAN})
 _INTERMITTENT = frozenset({Channel.NIBP_SYS, Channel.NIBP_DIA, Channel.NIBP_MEAN})
 CSV_COLUMNS = ("session_time_s", "utc_time", "channel", "value", "unit", "quality")
+CSV_OPTIONAL_COLUMNS = ("source",)
 _HR_WINDOW_S = 10.0
 
 
@@ -212,14 +215,15 @@ def read_csv(path: str | os.PathLike[str]) -> Recording:
         if header is None:
             raise PlaybackError(f"CSV {p}: empty file")
         names = tuple(h.strip().lower().replace(" ", "_") for h in header)
-        if names != CSV_COLUMNS:
+        if names not in (CSV_COLUMNS, CSV_COLUMNS + CSV_OPTIONAL_COLUMNS):
             raise PlaybackError(f"CSV {p}: header {header} is not {list(CSV_COLUMNS)}")
         for line, row in enumerate(reader, 2):
             if not row or all(not c.strip() for c in row):
                 continue
-            if len(row) != len(CSV_COLUMNS):
-                raise PlaybackError(f"CSV {p} line {line}: {len(row)} columns, expected 6")
-            st, utc, chs, val, unit, qual = (c.strip() for c in row)
+            if len(row) != len(names):
+                raise PlaybackError(f"CSV {p} line {line}: {len(row)} columns, expected "
+                                    f"{len(names)}")
+            st, utc, chs, val, unit, qual = (c.strip() for c in row[:6])
             where = f"CSV {p} line {line}"
             try:
                 ch = Channel(chs)

@@ -13,8 +13,10 @@ NAME = "sessions"
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(NAME, parents=[common], help="list recorded sessions",
-                       description="List recorded sessions with status, duration, dose and "
-                       "alarm counts. Sessions are never deleted (clinical data is append-only).")
+                       description="List recorded sessions with status, duration, dose "
+                       "(programmed mg/kg and mg; GIVEN: the last delivered dose recorded from "
+                       "the pump) and alarm counts. Sessions are never deleted (clinical data "
+                       "is append-only).")
     p.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     p.set_defaults(func=run)
 
@@ -54,16 +56,19 @@ def run(args: argparse.Namespace) -> int:
         print("no sessions recorded")
         return 0
     header = f"{'ID':>4}  {'STARTED':16}  {'PATIENT':12}  {'ROOM':8}  {'STATUS':10}  " \
-             f"{'LENGTH':>8}  {'DOSE':>10}  {'ALARMS':>6}  {'NOTES':>5}"
+             f"{'LENGTH':>8}  {'DOSE':>19}  {'GIVEN':>9}  {'ALARMS':>6}  {'NOTES':>5}"
     print(header)
     for s in sessions:
         dose = "-"
         if s.dose_mg_per_kg is not None:
             dose = f"{s.dose_mg_per_kg:g} mg/kg"
+            if s.programmed_mg is not None:
+                dose += f" {s.programmed_mg:.1f} mg"
+        given = "-" if s.delivered_mg is None else f"{s.delivered_mg:.1f} mg"
         status = s.status + ("*" if s.id in abandoned else "")
         print(f"{s.id:>4}  {_when(s.created_us):16}  {(s.patient or '-')[:12]:12}  "
-              f"{s.room[:8]:8}  {status:10}  {_duration(s.duration_s):>8}  {dose:>10}  "
-              f"{s.alarm_events:>6}  {s.annotations:>5}")
+              f"{s.room[:8]:8}  {status:10}  {_duration(s.duration_s):>8}  {dose:>19}  "
+              f"{given:>9}  {s.alarm_events:>6}  {s.annotations:>5}")
     for sid, reason in abandoned.items():
         print(f"* session {sid} was left open: {reason} (run `kapmonitor recover`)")
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
-from kapmonitor.model import now_us
+from kapmonitor.model import Channel, now_us
 
 from . import audit
 from .engine import open_engine
@@ -88,15 +88,25 @@ class SessionInfo:
     annotations: int
     alarm_events: int
     alarm_limits: dict[str, Any]
+    #: the last delivered-dose value recorded (mg), from pump telemetry; None if none
+    delivered_mg: float | None = None
 
     @property
     def duration_s(self) -> float | None:
         end = self.closed_us or self.last_data_us
         return None if end is None else (end - self.created_us) / 1e6
 
+    @property
+    def programmed_mg(self) -> float | None:
+        """The programmed dose in mg (mg/kg x weight), when both are known."""
+        if self.dose_mg_per_kg is None or self.weight_kg is None:
+            return None
+        return self.dose_mg_per_kg * self.weight_kg
+
     def as_json(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__}
         d["duration_s"] = self.duration_s
+        d["programmed_mg"] = self.programmed_mg
         return d
 
 
@@ -156,13 +166,16 @@ class Store:
             return insert_audited(conn, _tbl(SessionRow), values, t_us)
 
     def session_row(self, session: int | str) -> SessionRow:
-        """A session by id or uid (or uid prefix), detached from the database."""
+        """A session by id or uid (or uid prefix), detached from the database. A number is
+        an id first; when no session has that id it is tried as a uid prefix (an 8-digit
+        prefix like ``42279470`` is all digits in about 2 % of uids)."""
         from sqlalchemy.orm import Session as OrmSession
 
         with OrmSession(self.engine, expire_on_commit=False) as s:
+            row = None
             if isinstance(session, int) or str(session).isdigit():
                 row = s.get(SessionRow, int(session))
-            else:
+            if row is None and not isinstance(session, int):
                 rows = s.scalars(
                     select(SessionRow).where(SessionRow.uid.like(f"{session}%"))
                 ).all()
@@ -275,13 +288,19 @@ class Store:
                  .where(AnnotationRow.session_id == s.c.id).scalar_subquery())
         n_alarm = (select(func.count()).select_from(_tbl(AlarmEventRow))
                    .where(AlarmEventRow.session_id == s.c.id,
-                          AlarmEventRow.action == "raised").scalar_subquery())
+                          # AlarmAction.RAISE (alarms.py) is stored as "raise"
+                          AlarmEventRow.action == "raise").scalar_subquery())
         last_num = (select(func.max(numeric_table.c.t_us))
                     .where(numeric_table.c.session_id == s.c.id).scalar_subquery())
         last_wave = (select(func.max(wave_table.c.t_us))
                      .where(wave_table.c.session_id == s.c.id).scalar_subquery())
+        delivered = (select(numeric_table.c.value)
+                     .where(numeric_table.c.session_id == s.c.id,
+                            numeric_table.c.channel == Channel.DELIVERED_DOSE.value)
+                     .order_by(numeric_table.c.t_us.desc()).limit(1).scalar_subquery())
         q = (select(s, p.c.pseudonym, n_ann.label("n_ann"), n_alarm.label("n_alarm"),
-                    last_num.label("last_num"), last_wave.label("last_wave"))
+                    last_num.label("last_num"), last_wave.label("last_wave"),
+                    delivered.label("delivered"))
              .outerjoin(p, s.c.patient_id == p.c.id).order_by(s.c.id))
         out = []
         with self.engine.connect() as conn:
@@ -295,5 +314,6 @@ class Store:
                     dose_mg_per_kg=r["dose_mg_per_kg"], duration_min=r["duration_min"],
                     concentration_mg_ml=r["concentration_mg_ml"], demo=bool(r["demo"]),
                     annotations=r["n_ann"], alarm_events=r["n_alarm"],
-                    alarm_limits=json.loads(r["alarm_limits"] or "{}")))
+                    alarm_limits=json.loads(r["alarm_limits"] or "{}"),
+                    delivered_mg=r["delivered"]))
         return out
