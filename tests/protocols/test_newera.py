@@ -670,3 +670,24 @@ def test_host_refuses_to_build_a_control_command() -> None:
     assert not is_allowed_host_command(NewEraCommand("RAT", "52.5"))
     assert not is_allowed_host_command(NewEraCommand("", "", None, system=True))
     assert is_allowed_host_command(NewEraCommand("DIS"))
+
+
+def test_pump_model_near_end_notice_does_not_stop_the_programme() -> None:
+    """The simulator's pump model raises a low-priority "near end" notice 5 min before the
+    end; an NE-1000 has no such alarm and must run on to its VOL target."""
+    from kapmonitor.drivers.devices.newera import NewEraHost
+    from kapmonitor.drivers.sim.peers.newera import NewEraPeer
+    from kapmonitor.drivers.sim.pump_model import PumpModel
+    from kapmonitor.drivers.testing import MemoryLink
+    from kapmonitor.model import PumpRunState, PumpState
+
+    link = MemoryLink(NewEraHost("pump"), NewEraPeer(PumpModel(rate_ml_h=52.5, vtbi_ml=35.0,
+                                                               start_us=0)))
+    link.peer.feed.start_us = link.now_us
+    link.connect()
+    link.peer.feed.start(link.now_us)
+    msgs = link.step(41 * 60)
+    states = [m for m in msgs if isinstance(m, PumpState)]
+    assert max(s.volume_infused_ml or 0 for s in states) == pytest.approx(35.0, abs=0.01)
+    assert states[-1].state is PumpRunState.COMPLETE
+    assert not any(s.alarms for s in states)

@@ -133,8 +133,12 @@ class NewEraPeer(PeerProtocol):
         return self.feed
 
     def _snapshot(self) -> tuple[PumpRunState, float, tuple[PumpAlarm, ...]]:
+        """State, volume, and the alarms an NE-1000 has: stopping ones. A low-priority
+        notice of a richer pump model ("near end") has no NE-1000 equivalent (the pump just
+        reaches its VOL target) and must not become a program error that stops it."""
         st = self.feed.pump(self._now)
-        return st.state, st.volume_infused_ml or 0.0, st.alarms
+        return (st.state, st.volume_infused_ml or 0.0,
+                tuple(a for a in st.alarms if a.high_priority))
 
     def _raise_own(self, letter: str) -> None:
         self._serial += 1
