@@ -256,7 +256,7 @@ class PumpState:
     state: PumpRunState
     rate_ml_h: float | None = None
     volume_infused_ml: float | None = None
-    vtbi_ml: float | None = None
+    vtbi_ml: float | None = None  # still to be infused (not the programmed total)
     bolus_ml: float | None = None
     drug: str | None = None
     concentration_mg_ml: float | None = None

@@ -450,8 +450,9 @@ class AlarisHost(HostProtocol):
             return []
         self._vtbi = status.vtbi_ml
         out: list[Message] = []
-        if self._vtbi is not None:
-            out.append(self._reading(Channel.VTBI, self._vtbi, now_us, Quality.OK))
+        remaining = self._vtbi_remaining()
+        if remaining is not None:
+            out.append(self._reading(Channel.VTBI, remaining, now_us, Quality.OK))
         if not self._alarm_pending:
             out += self._publish(now_us)  # only if the VTBI changed what the state says
         return out
@@ -495,6 +496,13 @@ class AlarisHost(HostProtocol):
             return PumpRunState.STOPPED
         return PumpRunState.UNKNOWN
 
+    def _vtbi_remaining(self) -> float | None:
+        """The model's VTBI is what is still to be infused; INF_VTBI carries the programmed
+        total (the chosen layout, codecs/alaris.py), so subtract what has gone in."""
+        if self._vtbi is None:
+            return None
+        return max(0.0, round(self._vtbi - (self._volume or 0.0), 6))
+
     def _publish(self, now_us: int) -> list[Message]:
         if self._rate is None and self._volume is None:
             return []  # no INF yet: nothing to say about the pump
@@ -503,7 +511,7 @@ class AlarisHost(HostProtocol):
             state=self.run_state(now_us),
             rate_ml_h=self._rate,
             volume_infused_ml=self._volume,
-            vtbi_ml=self._vtbi,
+            vtbi_ml=self._vtbi_remaining(),
             alarms=self.alarms(),
             infusion_id=self.infusion_id,
             source=self.source,

@@ -332,11 +332,11 @@ def test_host_identification_and_polling_match_the_document() -> None:
     assert [(m.channel, m.value) for m in first if isinstance(m, Reading)] == [
         (Channel.PUMP_RATE, 52.5),
         (Channel.VOLUME_INFUSED, 17.5),
-        (Channel.VTBI, 35.0),
+        (Channel.VTBI, 17.5),  # programmed 35 mL, 17.5 mL in: 17.5 mL still to go
     ]
     # one PumpState once ALARM has answered, another when INF_VTBI adds the VTBI
     states = [m for m in first if isinstance(m, PumpState)]
-    assert [s.vtbi_ml for s in states] == [None, 35.0]
+    assert [s.vtbi_ml for s in states] == [None, 17.5]
     assert (states[-1].rate_ml_h, states[-1].volume_infused_ml) == (52.5, 17.5)
     assert states[-1].alarms == ()
     msgs = link.step(1.05)
@@ -423,11 +423,14 @@ def test_ketamine_infusion_to_completion() -> None:
     readings = [m for m in msgs if isinstance(m, Reading) and m.source == "pump"]
     rates = [r.value for r in readings if r.channel is Channel.PUMP_RATE]
     volumes = [r.value for r in readings if r.channel is Channel.VOLUME_INFUSED]
-    vtbis = {r.value for r in readings if r.channel is Channel.VTBI}
+    vtbis = [r.value for r in readings if r.channel is Channel.VTBI]
     assert rates[0] == 52.5 and rates[-1] == 0.0
     assert volumes == sorted(volumes), "volume infused must be monotonic within an infusion"
     assert volumes[-1] == pytest.approx(35.0, abs=0.001)  # 3 decimals (§5.2)
-    assert vtbis == {35.0}
+    # VTBI is what is still to go (model.PumpState): the programmed 35 mL less what went in
+    assert vtbis[0] == pytest.approx(35.0, abs=0.5)
+    assert vtbis[-1] == 0.0
+    assert vtbis == sorted(vtbis, reverse=True)
     assert 40 * 60 < len(volumes) <= 41 * 60 + 1
     states = [m for m in msgs if isinstance(m, PumpState)]
     assert any(s.state is PumpRunState.RUNNING and s.rate_ml_h == 52.5 for s in states)
