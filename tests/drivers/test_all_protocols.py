@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import queue
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,8 +126,10 @@ def test_device_against_peer_disconnect_and_return(entry: registry.ProtocolEntry
         server.stop()
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.name in ("intellivue", "ge-s5")],
-                         ids=["intellivue", "ge-s5"])
+GOODBYE = [e for e in ENTRIES if e.name in ("intellivue", "ge-s5")]
+
+
+@pytest.mark.parametrize("entry", GOODBYE, ids=[e.name for e in GOODBYE])
 def test_deliberate_stop_says_goodbye(entry: registry.ProtocolEntry) -> None:
     """IntelliVue releases its association (§3.6), GE S/5 cancels its requests (§8), so
     the monitor does not keep streaming into a closed port."""
@@ -136,10 +139,16 @@ def test_deliberate_stop_says_goodbye(entry: registry.ProtocolEntry) -> None:
     host = entry.host_class()("monitor")
     runner = DeviceRunner(server.url, host, q.put).start()
     try:
-        _collect(q, lambda m: len(_data(m)) >= 2, 30)
+        _collect(q, lambda m: len(_data(m)) >= 2 and host.associated, 30)
         before = server.bytes_in
         runner.stop()
-        assert server.bytes_in > before  # the goodbye reached the device
+        # the goodbye reached the device (read by the peer a moment after the port closed)
+        arrived = threading.Event()
+        for _ in range(200):
+            if server.bytes_in > before:
+                break
+            arrived.wait(0.01)
+        assert server.bytes_in > before
         if entry.name == "intellivue":
             assert host.closed
     finally:
