@@ -57,7 +57,8 @@ from kapmonitor.scales import Scale, ScaleError, load_scales
 from . import theme
 from .bridge import Relay
 
-__all__ = ["KIND_COLOURS", "NotesPanel", "TimelineEntry", "format_session_time"]
+__all__ = ["KIND_COLOURS", "KIND_ICON", "NotesPanel", "TimelineEntry", "format_session_time",
+           "wrap_text"]
 
 _US = 1_000_000
 
@@ -574,19 +575,7 @@ class NotesPanel(QWidget):
     def _wrap(self, text: str, font: QFont) -> str:
         """Line breaks at word boundaries for the entry column: a note is read whole in the
         timeline, not cut at the column edge (re-wrapped when the column width changes)."""
-        fm = QFontMetrics(font)
-        width = self._text_width()
-        lines: list[str] = []
-        cur = ""
-        for word in text.split(" "):
-            cand = word if not cur else f"{cur} {word}"
-            if not cur or fm.horizontalAdvance(cand) <= width:
-                cur = cand
-            else:
-                lines.append(cur)
-                cur = word
-        lines.append(cur)
-        return "\n".join(lines)
+        return wrap_text(text, font, self._text_width())
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
         if obj is self.timeline.viewport() and event.type() == QEvent.Type.Resize:
@@ -702,6 +691,23 @@ class NotesPanel(QWidget):
         for sc in self.shortcuts.values():
             with contextlib.suppress(RuntimeError):
                 sc.setEnabled(False)
+
+
+def wrap_text(text: str, font: QFont, width: int) -> str:
+    """``text`` with line breaks at word boundaries so no line is wider than ``width``
+    pixels in ``font`` (a tree view cuts long rows; the timelines wrap them instead)."""
+    fm = QFontMetrics(font)
+    lines: list[str] = []
+    cur = ""
+    for word in text.split(" "):
+        cand = word if not cur else f"{cur} {word}"
+        if not cur or fm.horizontalAdvance(cand) <= width:
+            cur = cand
+        else:
+            lines.append(cur)
+            cur = word
+    lines.append(cur)
+    return "\n".join(lines)
 
 
 def _short(text: str, n: int = 14) -> str:

@@ -37,7 +37,8 @@ from kapmonitor.model import CHANNELS, Channel
 
 from . import theme
 
-__all__ = ["MARKER_COLOURS", "Series", "TrendPanel", "TrendPlots", "TrendRow", "WaveStrip"]
+__all__ = ["MARKER_COLOURS", "Series", "TrendPanel", "TrendPlots", "TrendRow", "WaveStrip",
+           "short_label"]
 
 _US = 1_000_000
 _MIN_US = 60 * _US
@@ -116,8 +117,15 @@ class Series:
         self._v[self.n:need] = v
         self.n = need
 
+    def replace(self, t_us: np.ndarray, values: np.ndarray) -> None:
+        """Take whole arrays instead of a ring (replay: a recorded channel, decimated by
+        the caller); the newest ``capacity`` samples are kept."""
+        self.n = 0
+        self._append(np.asarray(t_us, dtype=np.int64), np.asarray(values, dtype=np.float64))
+
     def redraw(self, ref_us: int) -> None:
         if self.n == 0:
+            self.curve.setData([], [])
             return
         x = (self._t[: self.n] - ref_us) / _MIN_US
         self.curve.setData(x, self._v[: self.n])
@@ -181,6 +189,7 @@ class TrendPlots(pg.GraphicsLayoutWidget):
         self._last_redraw_us = 0
         self._markers: list[tuple[int, list[pg.InfiniteLine]]] = []
         self._marker_slot = 0
+        self._cursor_lines: list[pg.InfiniteLine] | None = None
         self.redraws = 0
         for i, row in enumerate(rows):
             plot = self.addPlot(row=i, col=0)
@@ -347,28 +356,86 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             self._last_redraw_us = now_us
         return n
 
+    # -- recorded data (replay) -------------------------------------------------------------
+
+    def set_series(self, channel: Channel, t_us: np.ndarray, values: np.ndarray) -> None:
+        """Give a channel's curve whole arrays (a recorded session) instead of a ring; the
+        live ``refresh`` is not used then. x is relative to the reference time."""
+        for s in self.series:
+            if s.channel is channel:
+                s.replace(t_us, values)
+                s.redraw(self._ref_us if self._ref_us is not None else 0)
+                first = s.first_t_us
+                if first is not None and self._ref_us is not None:
+                    x = (first - self._ref_us) / _MIN_US
+                    self._x_first = x if self._x_first is None else min(self._x_first, x)
+
+    def set_cursor(self, t_us: int | None, colour: str = "#4c8dff") -> None:
+        """A vertical time cursor across every plot (replay); None hides it. Moving it
+        repaints the plots but touches no curve."""
+        lines = self._cursor_lines
+        if lines is None:
+            lines = []
+            for plot in self.plots:
+                line = pg.InfiniteLine(pos=0, angle=90, movable=False,
+                                       pen=pg.mkPen(colour, width=2))
+                line.setZValue(50)
+                plot.addItem(line, ignoreBounds=True)
+                lines.append(line)
+            self._cursor_lines = lines
+        ref = self._ref_us if self._ref_us is not None else 0
+        for line in lines:
+            line.setVisible(t_us is not None)
+            if t_us is not None:
+                line.setValue((t_us - ref) / _MIN_US)
+
+    def cursor_x(self) -> float | None:
+        lines = self._cursor_lines
+        return float(lines[0].value()) if lines and lines[0].isVisible() else None
+
+    def set_view_us(self, lo_us: int, hi_us: int) -> None:
+        """Show session times ``lo_us``..``hi_us`` (replay; stops following)."""
+        ref = self._ref_us if self._ref_us is not None else 0
+        self.following = False
+        self.plots[0].getViewBox().setXRange((lo_us - ref) / _MIN_US, (hi_us - ref) / _MIN_US,
+                                             padding=0)
+
+    def view_us(self) -> tuple[int, int]:
+        """The session times at the left and right edges of the trends."""
+        ref = self._ref_us if self._ref_us is not None else 0
+        (x0, x1), _ = self.plots[0].getViewBox().viewRange()
+        return ref + int(x0 * _MIN_US), ref + int(x1 * _MIN_US)
+
     # -- markers -----------------------------------------------------------------------------
 
-    def add_marker(self, t_us: int, label: str, colour: str) -> list[pg.InfiniteLine]:
+    #: label heights on the top plot (fractions of its height), top first
+    MARKER_SLOTS = (0.97, 0.83, 0.69, 0.55)
+
+    def add_marker(self, t_us: int, label: str, colour: str, *,
+                   slot: int | None = None) -> list[pg.InfiniteLine]:
         """A vertical line at ``t_us`` on every plot, with a short label on the top one
-        (staggered over four heights so neighbouring labels do not overprint)."""
+        (staggered over four heights so neighbouring labels do not overprint; ``slot``
+        chooses the height, round robin by default). An empty label draws the line only."""
         ref = self._ref_us if self._ref_us is not None else t_us
         x = (t_us - ref) / _MIN_US
-        short = _short_label(label)
+        # the label is a format string to pyqtgraph ("{value}"): braces in a note are text
+        short = _short_label(label).replace("{", "{{").replace("}", "}}")
         lines = []
-        slot = (0.97, 0.83, 0.69, 0.55)[self._marker_slot % 4]
-        self._marker_slot += 1
+        if slot is None:
+            slot = self._marker_slot
+            self._marker_slot += 1
+        position = self.MARKER_SLOTS[slot % len(self.MARKER_SLOTS)]
         for i, plot in enumerate(self.plots):
             c = QColor(colour)
             c.setAlpha(115)
             kwargs: dict = {}
-            if i == 0:
+            if i == 0 and short:
                 kwargs = {"label": short, "labelOpts": {
-                    "position": slot, "color": colour, "anchors": [(0, 0.5), (0, 0.5)],
+                    "position": position, "color": colour, "anchors": [(0, 0.5), (0, 0.5)],
                     "fill": pg.mkBrush(theme.BG)}}
             line = pg.InfiniteLine(pos=x, angle=90, movable=False, pen=pg.mkPen(c, width=1),
                                    **kwargs)
-            if i == 0 and line.label is not None:
+            if i == 0 and getattr(line, "label", None) is not None:
                 line.label.setFont(theme.font(10))
             plot.addItem(line, ignoreBounds=True)
             lines.append(line)
@@ -382,8 +449,8 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             c = QColor(colour)
             c.setAlpha(115)
             line.setPen(pg.mkPen(c, width=1))
-            if i == 0 and line.label is not None:
-                line.label.setFormat(_short_label(label))
+            if i == 0 and getattr(line, "label", None) is not None:
+                line.label.setFormat(_short_label(label).replace("{", "{{").replace("}", "}}"))
                 line.label.setColor(colour)
 
     @property
@@ -391,9 +458,13 @@ class TrendPlots(pg.GraphicsLayoutWidget):
         return len(self._markers)
 
 
-def _short_label(label: str, n: int = 12) -> str:
+def short_label(label: str, n: int = 12) -> str:
+    """A marker's label as drawn: one line, at most ``n`` characters."""
     label = " ".join(label.split())
     return label if len(label) <= n else label[: n - 1] + "\u2026"
+
+
+_short_label = short_label
 
 
 class WaveStrip(pg.PlotWidget):
@@ -471,6 +542,28 @@ class WaveStrip(pg.PlotWidget):
             self._autoscale(v)
         self.redraws += 1
         return True
+
+    def show_window(self, t_us: np.ndarray, v: np.ndarray, t_from_us: int,
+                    cursor_us: int | None = None) -> None:
+        """Replay: draw the samples of ``[t_from_us, t_from_us + seconds]`` as a still
+        strip (no sweep), at full resolution, with the cursor line at ``cursor_us``."""
+        x = (t_us - t_from_us) / _US
+        vv = v.astype(np.float64, copy=True)
+        if x.size > 1:  # a hole in the recording is a break, not a straight line
+            rate = self._rate_from(t_us)
+            if rate:
+                vv[np.flatnonzero(np.diff(t_us) > 3 * _US / rate)] = np.nan
+        self.curve.setData(x, vv)
+        self.cursor.setValue((cursor_us - t_from_us) / _US if cursor_us is not None else -1)
+        if self._fixed_y is None and vv.size:
+            self._autoscale(vv)
+        self.redraws += 1
+
+    @staticmethod
+    def _rate_from(t_us: np.ndarray) -> float | None:
+        d = np.diff(t_us[: min(int(t_us.shape[0]), 64)])
+        d = d[d > 0]
+        return float(_US / np.median(d)) if d.size else None
 
     def _autoscale(self, v: np.ndarray) -> None:
         finite = v[np.isfinite(v)]

@@ -169,7 +169,8 @@ class PumpPanel(QFrame):
             changed = True
             self.mg.set(_num(getattr(dose, "delivered_mg", None), ".1f"))
             self.mgkg.set(_num(getattr(dose, "delivered_mg_per_kg", None), ".3f"))
-        if now_us >= self._cp_next_us:
+        # (a replay cursor may move back in time: then the figure is due at once)
+        if now_us >= self._cp_next_us or now_us < self._cp_next_us - _US:
             self._cp_next_us = now_us + _US // 2
             cp = self.session.plasma_now()  # type: ignore[attr-defined]
             self.cp.set(_num(cp, ".0f"))
@@ -186,6 +187,11 @@ class PumpPanel(QFrame):
             self._cp_series.redraw(ref_us if ref_us is not None else now_us)
             return True
         return False
+
+    def set_trend(self, t_us: object, values: object, ref_us: int) -> None:
+        """Replay: the whole recorded Cp estimate for the sparkline, instead of a ring."""
+        self._cp_series.replace(t_us, values)  # type: ignore[arg-type]
+        self._cp_series.redraw(ref_us)
 
     def _show_pump(self, pump: PumpState | None, now_us: int) -> None:
         if pump is None:

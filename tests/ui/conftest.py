@@ -4,6 +4,8 @@ every window, timer and thread (the root conftest fails a test that leaks a thre
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,9 +14,12 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from kapmonitor.cues import CueLibrary
+from kapmonitor.store import Store
 from kapmonitor.ui import theme
 from kapmonitor.ui.main_window import MainWindow
+from kapmonitor.ui.replay_window import ReplayWindow
 
+from .recorded import Recorded, record_session
 from .sim import SimRoom, start_room
 
 #: The offscreen platform plugin cannot propagate size hints and says so as a Qt warning
@@ -66,5 +71,60 @@ def make_window(qapp: QApplication, settings: QSettings) -> Iterator[Callable[..
     for win in made:
         win.quit_now()
         win.shutdown()
+        win.deleteLater()
+    QApplication.processEvents()
+
+
+# -- recorded sessions for the replay window and the report ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def replay_master(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """A session recorded through the real path once per run (about 6 s of wall time)."""
+    return record_session(tmp_path_factory.mktemp("replay") / "kap.sqlite")
+
+
+@pytest.fixture
+def replay_recorded(replay_master: Recorded, tmp_path: Path) -> Recorded:
+    """A private copy of the recorded database (a test may write to it)."""
+    db = tmp_path / "replay.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(replay_master.db) + suffix)
+        if src.exists():
+            shutil.copy(src, Path(str(db) + suffix))
+    return dataclasses.replace(replay_master, db=db)
+
+
+@pytest.fixture
+def replay_store(replay_recorded: Recorded) -> Iterator[Store]:
+    store = Store.open(str(replay_recorded.db))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def written_store(tmp_path: Path) -> Iterator[Store]:
+    """An empty database for sessions written with the Recorder (tests/ui/recorded.py)."""
+    store = Store.open(str(tmp_path / "written.sqlite"))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def make_replay(qapp: QApplication) -> Iterator[Callable[..., ReplayWindow]]:
+    theme.apply_theme(qapp)
+    made: list[ReplayWindow] = []
+
+    def make(engine, session_id: int, **kwargs) -> ReplayWindow:
+        win = ReplayWindow(engine, session_id, **kwargs)
+        win.resize(1280, 800)
+        win.show()
+        made.append(win)
+        return win
+
+    yield make
+    for win in made:
+        win.shutdown()
+        win.close()
         win.deleteLater()
     QApplication.processEvents()
