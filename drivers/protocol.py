@@ -75,15 +75,15 @@ class _Endpoint(ABC):
     codec: Codec
 
     def __init__(self) -> None:
-        self._out = bytearray()
+        self._outgoing = bytearray()
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the runner to write (for subclasses)."""
-        self._out += data
+        self._outgoing += data
 
     def take_outgoing(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
         return out
 
     def connection_made(self, now_us: int) -> None:  # noqa: B027 - optional hook

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,12 +224,3 @@ class DeviceRunner:
     def __repr__(self) -> str:
         return f"<DeviceRunner {self.host.protocol} {self.url} {self.state.value}>"
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` (for CLI tools and tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(interval)
-    return predicate()

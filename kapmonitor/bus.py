@@ -18,14 +18,13 @@ a lock, so publishing from several device threads never contends.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .model import Message
 
-__all__ = ["Bus", "QueueSubscriber", "Subscription"]
+__all__ = ["Bus", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +91,3 @@ class Bus:
                     log.exception("best-effort subscriber %r failed (%d times)",
                                   sub.name, sub.errors)
 
-
-class QueueSubscriber:
-    """A bounded queue in front of a slow consumer. ``put`` never blocks the publisher:
-    when the queue is full the batch is dropped *for this consumer only* and counted
-    loudly (``dropped``), because a best-effort view must never slow down recording."""
-
-    def __init__(self, maxsize: int = 10_000, name: str = "queue") -> None:
-        self.queue: queue.Queue[Sequence[Message]] = queue.Queue(maxsize=maxsize)
-        self.name = name
-        self.dropped = 0
-        self.max_depth = 0
-
-    def __call__(self, messages: Sequence[Message]) -> None:
-        try:
-            self.queue.put_nowait(messages)
-        except queue.Full:
-            self.dropped += len(messages)
-            if self.dropped == len(messages) or self.dropped % 10_000 < len(messages):
-                log.warning("%s: queue full, %d messages dropped for this view so far",
-                            self.name, self.dropped)
-        else:
-            self.max_depth = max(self.max_depth, self.queue.qsize())
-
-    def get(self, timeout: float | None = None) -> Sequence[Message]:
-        return self.queue.get(timeout=timeout)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +34,8 @@ from .model import (
 )
 
 __all__ = ["LiveBuffers", "RingBuffer", "Snapshot"]
+
+_T = TypeVar("_T")
 
 #: Qualities that make a value unfit to draw as a measurement: drawn as a gap.
 _NOT_A_MEASUREMENT = Quality.INVALID | Quality.SENSOR_OFF | Quality.OUT_OF_RANGE
@@ -98,52 +101,42 @@ class RingBuffer:
             self._count += 1
             self._seq += 1
 
-    def snapshot(self, since_us: int | None = None) -> Snapshot:
-        """Copy out in time order; ``since_us`` keeps only samples at or after it."""
+    def _copy(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Times, values and write count in time order (consistent only under the seqlock
+        check or the write lock)."""
+        count = self._count
+        n = min(count, self.capacity)
+        idx = (count - n + np.arange(n)) % self.capacity
+        return self._t[idx], self._v[idx], count
+
+    def _consistent(self, read: Callable[[], _T]) -> _T:
+        """Run ``read`` without blocking the writer: retry while a write is under way or
+        happened meanwhile; a reader starved for 1000 tries takes the lock once."""
         for _ in range(1000):
             seq = self._seq
-            if seq & 1:
-                continue
-            count = self._count
-            n = min(count, self.capacity)
-            start = (count - n) % self.capacity
-            idx = (start + np.arange(n)) % self.capacity if n else np.zeros(0, dtype=np.int64)
-            t = self._t[idx]
-            v = self._v[idx]
-            if self._seq == seq:
-                break
-        else:  # a writer starved us for 1000 tries: take the lock once
-            with self._wlock:
-                return self.snapshot_locked(since_us)
-        if since_us is not None and n:
+            if not seq & 1:
+                out = read()
+                if self._seq == seq:
+                    return out
+        with self._wlock:
+            return read()
+
+    def snapshot(self, since_us: int | None = None) -> Snapshot:
+        """Copy out in time order; ``since_us`` keeps only samples at or after it."""
+        t, v, count = self._consistent(self._copy)
+        if since_us is not None and len(t):
             k = int(np.searchsorted(t, since_us, side="left"))
             t, v = t[k:], v[k:]
         return Snapshot(t, v, count)
 
-    def snapshot_locked(self, since_us: int | None) -> Snapshot:
-        n = len(self)
-        start = (self._count - n) % self.capacity
-        idx = (start + np.arange(n)) % self.capacity
-        t, v = self._t[idx], self._v[idx]
-        if since_us is not None and n:
-            k = int(np.searchsorted(t, since_us, side="left"))
-            t, v = t[k:], v[k:]
-        return Snapshot(t, v, self._count)
+    def _last(self) -> tuple[int, float]:
+        i = (self._count - 1) % self.capacity
+        return int(self._t[i]), float(self._v[i])
 
     def latest(self) -> tuple[int, float] | None:
-        for _ in range(1000):
-            seq = self._seq
-            if seq & 1 or self._count == 0:
-                if self._count == 0:
-                    return None
-                continue
-            i = (self._count - 1) % self.capacity
-            out = (int(self._t[i]), float(self._v[i]))
-            if self._seq == seq:
-                return out
-        with self._wlock:
-            i = (self._count - 1) % self.capacity
-            return int(self._t[i]), float(self._v[i])
+        if self._count == 0:
+            return None
+        return self._consistent(self._last)
 
 
 class LiveBuffers:

@@ -104,10 +104,6 @@ class ChannelInfo:
     nominal_rate_hz: float | None = None  # waves only
 
 
-def _info(*args: object, **kwargs: object) -> ChannelInfo:
-    return ChannelInfo(*args, **kwargs)  # type: ignore[arg-type]
-
-
 _N, _W = ChannelKind.NUMERIC, ChannelKind.WAVE
 
 #: Channel descriptions. Codes from shared/clinical.md §6.1; the EtCO2 LOINC is the
@@ -117,39 +113,39 @@ CHANNELS: Mapping[Channel, ChannelInfo] = MappingProxyType(
     {
         i.channel: i
         for i in (
-            _info(Channel.HR, "HR", _N, "/min", "bpm", 0, (0, 350), "8867-4", 147842,
+            ChannelInfo(Channel.HR, "HR", _N, "/min", "bpm", 0, (0, 350), "8867-4", 147842,
                   "MDC_ECG_HEART_RATE"),
-            _info(Channel.PULSE, "Pulse", _N, "/min", "bpm", 0, (0, 350), "8867-4", 149530,
+            ChannelInfo(Channel.PULSE, "Pulse", _N, "/min", "bpm", 0, (0, 350), "8867-4", 149530,
                   "MDC_PULS_OXIM_PULS_RATE"),
-            _info(Channel.SPO2, "SpO\u2082", _N, "%", "%", 0, (0, 100), "59408-5", 150456,
+            ChannelInfo(Channel.SPO2, "SpO\u2082", _N, "%", "%", 0, (0, 100), "59408-5", 150456,
                   "MDC_PULS_OXIM_SAT_O2"),
-            _info(Channel.NIBP_SYS, "NIBP sys", _N, "mm[Hg]", "mmHg", 0, (0, 350), "8480-6",
+            ChannelInfo(Channel.NIBP_SYS, "NIBP sys", _N, "mm[Hg]", "mmHg", 0, (0, 350), "8480-6",
                   150021, "MDC_PRESS_BLD_NONINV_SYS"),
-            _info(Channel.NIBP_DIA, "NIBP dia", _N, "mm[Hg]", "mmHg", 0, (0, 300), "8462-4",
+            ChannelInfo(Channel.NIBP_DIA, "NIBP dia", _N, "mm[Hg]", "mmHg", 0, (0, 300), "8462-4",
                   150022, "MDC_PRESS_BLD_NONINV_DIA"),
-            _info(Channel.NIBP_MEAN, "NIBP mean", _N, "mm[Hg]", "mmHg", 0, (0, 300), "8478-0",
+            ChannelInfo(Channel.NIBP_MEAN, "NIBP mean", _N, "mm[Hg]", "mmHg", 0, (0, 300), "8478-0",
                   150023, "MDC_PRESS_BLD_NONINV_MEAN"),
-            _info(Channel.RR, "RR", _N, "/min", "rpm", 0, (0, 150), "9279-1", 151562,
+            ChannelInfo(Channel.RR, "RR", _N, "/min", "rpm", 0, (0, 150), "9279-1", 151562,
                   "MDC_RESP_RATE"),
-            _info(Channel.ETCO2, "EtCO\u2082", _N, "mm[Hg]", "mmHg", 0, (0, 150), "19891-1",
+            ChannelInfo(Channel.ETCO2, "EtCO\u2082", _N, "mm[Hg]", "mmHg", 0, (0, 150), "19891-1",
                   151708, "MDC_AWAY_CO2_ET"),
-            _info(Channel.FICO2, "FiCO\u2082", _N, "mm[Hg]", "mmHg", 0, (0, 150), None, 151716,
-                  "MDC_AWAY_CO2_INSP_MIN"),
-            _info(Channel.TEMP, "Temp", _N, "Cel", "\u00b0C", 1, (15, 45), "8310-5", 150364,
+            ChannelInfo(Channel.FICO2, "FiCO\u2082", _N, "mm[Hg]", "mmHg", 0, (0, 150), None,
+                        151716, "MDC_AWAY_CO2_INSP_MIN"),
+            ChannelInfo(Channel.TEMP, "Temp", _N, "Cel", "\u00b0C", 1, (15, 45), "8310-5", 150364,
                   "MDC_TEMP_BODY"),
-            _info(Channel.PERF_INDEX, "PI", _N, "%", "%", 2, (0, 100), None, 150488,
+            ChannelInfo(Channel.PERF_INDEX, "PI", _N, "%", "%", 2, (0, 100), None, 150488,
                   "MDC_PULS_OXIM_PERF_REL"),
-            _info(Channel.PLETH, "Pleth", _W, "1", "", 3, (-1e6, 1e6), None, 150452,
+            ChannelInfo(Channel.PLETH, "Pleth", _W, "1", "", 3, (-1e6, 1e6), None, 150452,
                   "MDC_PULS_OXIM_PLETH", nominal_rate_hz=125.0),
-            _info(Channel.ECG, "ECG II", _W, "mV", "mV", 3, (-20, 20), None, 131330,
+            ChannelInfo(Channel.ECG, "ECG II", _W, "mV", "mV", 3, (-20, 20), None, 131330,
                   "MDC_ECG_ELEC_POTL_II", nominal_rate_hz=250.0),
-            _info(Channel.CO2_WAVE, "CO\u2082", _W, "mm[Hg]", "mmHg", 1, (-10, 150), None,
+            ChannelInfo(Channel.CO2_WAVE, "CO\u2082", _W, "mm[Hg]", "mmHg", 1, (-10, 150), None,
                   151756, "MDC_AWAY_CO2", nominal_rate_hz=62.5),
-            _info(Channel.PUMP_RATE, "Rate", _N, "mL/h", "mL/h", 1, (0, 2000)),
-            _info(Channel.VOLUME_INFUSED, "Infused", _N, "mL", "mL", 2, (0, 10000)),
-            _info(Channel.VTBI, "VTBI", _N, "mL", "mL", 1, (0, 10000)),
-            _info(Channel.DELIVERED_DOSE, "Delivered", _N, "mg", "mg", 1, (0, 10000)),
-            _info(Channel.PLASMA_ESTIMATE, "Cp est.", _N, "ng/mL", "ng/mL", 0, (0, 1e5)),
+            ChannelInfo(Channel.PUMP_RATE, "Rate", _N, "mL/h", "mL/h", 1, (0, 2000)),
+            ChannelInfo(Channel.VOLUME_INFUSED, "Infused", _N, "mL", "mL", 2, (0, 10000)),
+            ChannelInfo(Channel.VTBI, "VTBI", _N, "mL", "mL", 1, (0, 10000)),
+            ChannelInfo(Channel.DELIVERED_DOSE, "Delivered", _N, "mg", "mg", 1, (0, 10000)),
+            ChannelInfo(Channel.PLASMA_ESTIMATE, "Cp est.", _N, "ng/mL", "ng/mL", 0, (0, 1e5)),
         )
     }
 )

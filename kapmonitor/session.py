@@ -99,7 +99,8 @@ class LiveSession:
         self.store = store
         self.config = config
         self.clock = clock
-        self.tick_s = tick_s
+        # timers are due in the clock's time: at a simulated --speed N, wake N times as often
+        self.tick_s = max(0.005, tick_s / getattr(clock, "speed", 1.0))
         limits = limits or AlarmLimits.defaults().with_overrides(config.alarm_overrides)
         self.alarms = AlarmEngine(limits)
         self.started_us = clock()
@@ -324,13 +325,8 @@ class LiveSession:
             if self._estimator is None:
                 self._estimator = PlasmaEstimator(self.config.pk_model, self.config.weight_kg,
                                                   start_us=self.t0_us)
-            est = self._estimator
-            if state.t_us >= est.t_us and dose.interval_mg is not None:
-                est.advance(state.t_us, dose.interval_mg)
-            elif state.t_us >= est.t_us:
-                est.advance(state.t_us, 0.0)
-            out.append(Reading(Channel.PLASMA_ESTIMATE, est.estimate().cp_ng_ml, state.t_us,
-                               "pk", quality=Quality.QUESTIONABLE))
+            if state.t_us >= self._estimator.t_us:
+                self._estimator.advance(state.t_us, dose.interval_mg or 0.0)
         return out
 
     def plasma_now(self) -> float | None:
@@ -350,16 +346,17 @@ class LiveSession:
     # -- ticker ----------------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
-        last_heartbeat = 0.0
+        """Alarm timers, and the plasma estimate once per second of session time (exact at
+        each pump report, projected at the pump's rate in between): one series, not two."""
+        next_cp = 0
         while not self._stop.wait(self.tick_s):
             now = self.clock()
             try:
                 self.alarms.tick(now)
             except Exception:
                 log.exception("alarm tick failed")
-            last_heartbeat += self.tick_s
-            if last_heartbeat >= 1.0:
-                last_heartbeat = 0.0
+            if now >= next_cp:
+                next_cp = now + 1_000_000
                 cp = self.plasma_now()
                 if cp is not None:
                     self.bus.publish([Reading(Channel.PLASMA_ESTIMATE, cp, now, "pk",

@@ -81,6 +81,11 @@ class ProgrammedPump:
     _segment_start_us: int | None = None
     _paused: bool = False
 
+    def __post_init__(self) -> None:
+        # a pump built with a start time is running from then on
+        if self.start_us is not None and self._segment_start_us is None and not self._paused:
+            self._segment_start_us = self.start_us
+
     def start(self, now_us: int) -> None:
         self.start_us = self.start_us or now_us
         self._segment_start_us = now_us

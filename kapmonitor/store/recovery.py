@@ -22,7 +22,6 @@ from kapmonitor.model import now_us
 
 from .schema import (
     AlarmEventRow,
-    AnnotationRow,
     DeviceEventRow,
     PumpEventRow,
     SessionRow,
@@ -121,8 +120,3 @@ def recover(store: Store, abandoned: Abandoned, now: int | None = None) -> Aband
 def recover_all(store: Store) -> list[Abandoned]:
     return [recover(store, a) for a in find_abandoned(store)]
 
-
-def gap_annotations(store: Store, session_id: int) -> list[int]:
-    with store.engine.connect() as conn:
-        return list(conn.execute(select(AnnotationRow.id).where(
-            AnnotationRow.session_id == session_id, AnnotationRow.kind == "gap")).scalars())

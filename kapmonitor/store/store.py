@@ -41,6 +41,8 @@ __all__ = ["ANNOTATION_KINDS", "SessionInfo", "Store", "StoreError"]
 #: by the app when it closes a session that a crash left open.
 ANNOTATION_KINDS = frozenset({"observation", "cue", "assessment", "phase", "gap"})
 SESSION_STATUSES = frozenset({"open", "closed", "recovered"})
+#: Shorter uid prefixes are refused: they match by chance (``kapmonitor sessions`` shows 8).
+MIN_UID_PREFIX = 4
 
 
 class StoreError(ValueError):
@@ -166,16 +168,17 @@ class Store:
             return insert_audited(conn, _tbl(SessionRow), values, t_us)
 
     def session_row(self, session: int | str) -> SessionRow:
-        """A session by id or uid (or uid prefix), detached from the database. A number is
-        an id first; when no session has that id it is tried as a uid prefix (an 8-digit
-        prefix like ``42279470`` is all digits in about 2 % of uids)."""
+        """A session by id or uid (or uid prefix of at least ``MIN_UID_PREFIX`` characters),
+        detached from the database. A number is an id first; when no session has that id
+        a long enough one is tried as a uid prefix (an 8-digit prefix like ``42279470`` is
+        all digits in about 2 % of uids), but ``99`` never silently means some uid."""
         from sqlalchemy.orm import Session as OrmSession
 
         with OrmSession(self.engine, expire_on_commit=False) as s:
             row = None
             if isinstance(session, int) or str(session).isdigit():
                 row = s.get(SessionRow, int(session))
-            if row is None and not isinstance(session, int):
+            if row is None and not isinstance(session, int) and len(session) >= MIN_UID_PREFIX:
                 rows = s.scalars(
                     select(SessionRow).where(SessionRow.uid.like(f"{session}%"))
                 ).all()

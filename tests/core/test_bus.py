@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from kapmonitor.bus import Bus, QueueSubscriber
+from kapmonitor.bus import Bus
 from kapmonitor.model import Channel, Reading
 
 
@@ -53,16 +53,6 @@ def test_critical_error_is_reported_and_others_still_served() -> None:
     assert reported == [("recorder", "disk full"), ("recorder", "disk full")]
     assert crit.errors == 2 and best.errors == 2
     assert [r.t_us for r in seen] == [1, 2]
-
-
-def test_queue_subscriber_drops_loudly_when_full() -> None:
-    q = QueueSubscriber(maxsize=2, name="plot")
-    bus = Bus()
-    bus.subscribe(q, name="plot")
-    for i in range(5):
-        bus.publish([_r(i)])
-    assert q.dropped == 3
-    assert [m[0].t_us for m in (q.get(timeout=1), q.get(timeout=1))] == [0, 1]
 
 
 def test_unsubscribe() -> None:

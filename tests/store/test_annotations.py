@@ -75,3 +75,13 @@ def test_closing_twice_is_refused(store: Store) -> None:
     store.close_session(sid)
     with pytest.raises(StoreError, match="already closed"):
         store.close_session(sid)
+
+
+def test_a_short_number_is_an_id_never_a_uid_prefix(store: Store) -> None:
+    sid = store.create_session()
+    uid = store.session_row(sid).uid
+    assert store.session_row(uid[:8]).id == sid
+    with pytest.raises(StoreError, match="no session '99'"):
+        store.session_row("99")  # even if some uid starts with 99
+    with pytest.raises(StoreError, match="no session"):
+        store.session_row(uid[:2])
