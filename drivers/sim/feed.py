@@ -18,7 +18,7 @@ import numpy as np
 
 from kapmonitor.model import Channel, PumpAlarm, PumpRunState, PumpState
 
-__all__ = ["ProgrammedPump", "PumpFeed", "ScriptedVitals", "VitalsFeed"]
+__all__ = ["ProgrammedPump", "PumpFeed", "ScriptedVitals", "VitalsFeed", "stopping_alarms"]
 
 
 class VitalsFeed(Protocol):
@@ -30,6 +30,14 @@ class VitalsFeed(Protocol):
     def wave(self, channel: Channel, rate_hz: float, n: int, now_us: int) -> np.ndarray:
         """The next n samples of a wave at the peer's rate (float, channel units)."""
         ...
+
+
+def stopping_alarms(alarms: tuple[PumpAlarm, ...]) -> tuple[PumpAlarm, ...]:
+    """The alarms a protocol without non-stopping notices can report. A richer pump model
+    raises low-priority notices ("near end") that such a pump (B. Braun's unclassified
+    flags, New Era's letters) can only express as an alarm, which the host must then take
+    for an unknown, high-priority one."""
+    return tuple(a for a in alarms if a.high_priority)
 
 
 class PumpFeed(Protocol):

@@ -769,3 +769,20 @@ def test_peer_reports_the_captured_parameter_set() -> None:
         (q.address, q.parameter) for q in captured.quadruples
     ]
     assert ours.final  # a single pump: the first part is the last
+
+
+def test_pump_model_near_end_notice_is_not_reported_as_an_alarm_flag() -> None:
+    """The simulator's low-priority "near end" notice has no BCC flag of its own; sending it
+    as an INA flag would make the host report an unknown high-priority pump alarm."""
+    from kapmonitor.drivers.sim.pump_model import PumpModel
+
+    pump = PumpModel(rate_ml_h=52.5, vtbi_ml=35.0, start_us=0)
+    link = MemoryLink(BBraunHost("pump"), BBraunPeer(pump))
+    pump.start_us = link.now_us
+    link.connect()
+    pump.start(link.now_us)
+    msgs = link.step(38 * 60)  # past the near-end notice at 35 min
+    states = [m for m in msgs if isinstance(m, PumpState)]
+    assert any(a.code == "near_end" for a in pump.pump(link.now_us).alarms)
+    assert not any(s.alarms for s in states)
+    assert states[-1].state is PumpRunState.RUNNING

@@ -58,7 +58,7 @@ from ...codecs.bbraun import (
 )
 from ...devices.bbraun import INRMT_NOT_APPLICABLE, INVOLACT_MEANING, MIN_GAP_S
 from ...protocol import PeerProtocol
-from ..feed import PumpFeed
+from ..feed import PumpFeed, stopping_alarms
 
 __all__ = ["BBraunPeer"]
 
@@ -297,7 +297,8 @@ class BBraunPeer(PeerProtocol):
         modes = _MODES_RUNNING if running else _MODES_IDLE
         for n in range(1, 13):
             q(f"INM{n}", "_NV" if n in _NV_MODES else str(int(n in modes)))
-        raised = {SIM_ALARM_FLAGS.get(a.code, SIM_ALARM_FLAG_DEFAULT) for a in st.alarms}
+        raised = {SIM_ALARM_FLAGS.get(a.code, SIM_ALARM_FLAG_DEFAULT)
+                  for a in stopping_alarms(st.alarms)}
         for n in range(1, 16):
             q(f"INA{n}", "_NV" if n in _NV_FLAGS else str(int(n in raised)))
         return items

@@ -38,7 +38,7 @@ from kapmonitor.model import PumpAlarm, PumpRunState
 from ...codecs.base import Role
 from ...codecs.newera import NewEraCodec, NewEraCommand, NewEraReply
 from ...protocol import PeerProtocol, SerialSettings
-from ..feed import PumpFeed
+from ..feed import PumpFeed, stopping_alarms
 
 __all__ = ["NewEraPeer", "format_number"]
 
@@ -133,12 +133,10 @@ class NewEraPeer(PeerProtocol):
         return self.feed
 
     def _snapshot(self) -> tuple[PumpRunState, float, tuple[PumpAlarm, ...]]:
-        """State, volume, and the alarms an NE-1000 has: stopping ones. A low-priority
-        notice of a richer pump model ("near end") has no NE-1000 equivalent (the pump just
-        reaches its VOL target) and must not become a program error that stops it."""
+        """State, volume, and the alarms an NE-1000 has: stopping ones (a "near end" notice
+        has no NE-1000 equivalent and must not become a program error that stops it)."""
         st = self.feed.pump(self._now)
-        return (st.state, st.volume_infused_ml or 0.0,
-                tuple(a for a in st.alarms if a.high_priority))
+        return st.state, st.volume_infused_ml or 0.0, stopping_alarms(st.alarms)
 
     def _raise_own(self, letter: str) -> None:
         self._serial += 1
