@@ -8,15 +8,19 @@
 """
 
 from .engine import DB_ENV, default_db_path, open_engine, resolve_db_url
+from .errors import DatabaseDamaged, DatabaseMissing, DatabaseUnusable, StoreError
 from .reader import Entry, NumericSeries, SessionReader, WaveSeries
 from .recorder import Recorder, RecorderStats
 from .recovery import Abandoned, find_abandoned, recover, recover_all
-from .store import ANNOTATION_KINDS, SessionInfo, Store, StoreError
+from .store import ANNOTATION_KINDS, SessionInfo, Store
 
 __all__ = [
     "ANNOTATION_KINDS",
     "DB_ENV",
     "Abandoned",
+    "DatabaseDamaged",
+    "DatabaseMissing",
+    "DatabaseUnusable",
     "Entry",
     "NumericSeries",
     "Recorder",

@@ -79,7 +79,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_engine(value: str | URL | None = None) -> Engine:
+def open_engine(value: str | URL | None = None, *, create: bool = True,
+                check: bool = True) -> Engine:
+    """The engine for ``value``, migrated. ``create``/``check``: see ``Store.open``
+    (the checks themselves are still to come)."""
     url = value if isinstance(value, URL) else resolve_db_url(value)
     engine = create_db_engine(url)
     migrate(engine)

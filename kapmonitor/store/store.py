@@ -24,6 +24,7 @@ from kapmonitor.model import Channel, now_us
 
 from . import audit
 from .engine import open_engine
+from .errors import StoreError
 from .schema import (
     AlarmEventRow,
     AnnotationRow,
@@ -43,10 +44,6 @@ ANNOTATION_KINDS = frozenset({"observation", "cue", "assessment", "phase", "gap"
 SESSION_STATUSES = frozenset({"open", "closed", "recovered"})
 #: Shorter uid prefixes are refused: they match by chance (``kapmonitor sessions`` shows 8).
 MIN_UID_PREFIX = 4
-
-
-class StoreError(ValueError):
-    """A write the store refuses, with the reason."""
 
 
 def _tbl(cls: type[Base]) -> Table:
@@ -117,9 +114,13 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, db: str | None = None) -> Store:
-        """Open (and migrate) the database named by ``--db``/``$KAPMONITOR_DB``/default."""
-        return cls(open_engine(db))
+    def open(cls, db: str | None = None, *, create: bool = True, check: bool = True) -> Store:
+        """Open (and migrate) the database named by ``--db``/``$KAPMONITOR_DB``/default.
+
+        ``create=False`` is for commands that only read: a missing file raises
+        ``DatabaseMissing`` instead of becoming an empty database. ``check`` runs SQLite's
+        quick check first and raises ``DatabaseDamaged`` on a damaged file."""
+        return cls(open_engine(db, create=create, check=check))
 
     def close(self) -> None:
         self.engine.dispose()
