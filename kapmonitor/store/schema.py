@@ -36,6 +36,7 @@ __all__ = [
     "AnnotationRow",
     "AuditRow",
     "Base",
+    "DataLossRow",
     "DeviceEventRow",
     "DeviceRow",
     "PatientRow",
@@ -191,6 +192,26 @@ class DeviceEventRow(Base):
     t_us: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class DataLossRow(Base):
+    """Data the app could not keep, counted so the record says so (issue 12): while the
+    disk was unavailable longer than the memory bound allows, waves went first, then
+    numerics; or rows still unwritten when the session closed. ``first_t_us`` and
+    ``last_t_us`` bound the sample times of what was lost, per channel."""
+
+    __tablename__ = "data_loss"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("session.id"), index=True)
+    t_us: Mapped[int] = mapped_column(BigInteger)  # when the loss was recorded
+    kind: Mapped[str] = mapped_column(String(16))  # "wave" or "numeric"
+    channel: Mapped[str] = mapped_column(String(32), default="")
+    rows: Mapped[int] = mapped_column(Integer)
+    samples: Mapped[int] = mapped_column(BigInteger)  # wave samples (= rows for numerics)
+    first_t_us: Mapped[int] = mapped_column(BigInteger)
+    last_t_us: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class AuditRow(Base):
