@@ -11,7 +11,14 @@ It wires what the GUI and ``kapmonitor record --headless`` share, so both behave
 Devices come in through an interface (anything with ``start()``/``stop()`` that publishes
 to ``session.bus.publish``); the core never imports a concrete driver. A ticker thread
 advances alarm timers (delays, stale devices, audio-pause expiry) and the plasma estimate,
-so alarms keep being evaluated and recorded even when no GUI runs or the GUI freezes.
+so alarms keep being evaluated and recorded even when no GUI runs or the GUI freezes. The
+same ticker supervises: a device whose thread ended is restarted with a technical alarm,
+and a recorder that cannot commit for a second becomes a technical alarm (issue 12).
+
+No database call runs on a device thread or the GUI thread: t0, phase entries, notes,
+devices and the close itself go to the recorder's writer thread (``Recorder.submit``), in
+order with the samples and retried through a fault until they land, so a lock held by
+another program never stalls a pump's reader and t0 is never lost.
 
 Timeline: ``t0`` is the infusion start, taken from the pump when it first reports running
 (or marked by hand); session time is ``t - t0`` and negative during the baseline. Phases
@@ -25,18 +32,31 @@ import enum
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from sqlalchemy import Connection
 
 from .alarm_limits import AlarmLimits, Priority
 from .alarms import AlarmEngine, AlarmEvent
 from .bus import Bus, Subscription
 from .dosing import DeliveredDose, DeliveredDoseTracker
 from .live import LiveBuffers
-from .model import Channel, Message, PumpRunState, PumpState, Quality, Reading, now_us
+from .model import (
+    Channel,
+    DeviceState,
+    Message,
+    PumpRunState,
+    PumpState,
+    Quality,
+    Reading,
+    now_us,
+)
 from .pk import DEFAULT_MODEL, PKModel, PlasmaEstimator
 from .store import Recorder, Store
+from .store.errors import describe_db_error
+from .store.recorder import Unwritten
 
 __all__ = ["DeviceHandle", "LiveSession", "Phase", "SessionConfig"]
 
@@ -61,10 +81,19 @@ _ORDER = list(Phase)
 
 
 class DeviceHandle(Protocol):
-    """What the session needs of a device: start it, stop it. It publishes on its own."""
+    """What the session needs of a device: start it, stop it. It publishes on its own.
+
+    A handle may also offer ``is_alive() -> bool`` and ``restart() -> bool`` (the
+    transport's ``DeviceRunner`` does): the session's supervisor then restarts a device
+    whose thread ended, and ``state`` (a ``DeviceState``) tells it when data flows again."""
 
     def start(self) -> object: ...
     def stop(self, timeout: float = ...) -> None: ...
+
+
+#: A recorder that has not committed for this long (a lock, a full disk, a slow disk) is a
+#: technical alarm: issue 12 asks for one within 2 s of the fault.
+DB_STALL_ALARM_S = 1.0
 
 
 @dataclass
@@ -120,12 +149,16 @@ class LiveSession:
         self._pump_source: str | None = None
         self._last_pump: PumpState | None = None
         self.last_dose: DeliveredDose | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-notes")
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._listeners: list[Callable[[AlarmEvent], object]] = []
         self._subs: list[Subscription] = []
+        self._db_alarm = False
+        self._dropped_seen = (0, 0)
+        self._restarted: set[str] = set()
         self.closed = False
+        #: what the close could not write (falsy when everything landed)
+        self.unwritten = Unwritten()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -146,16 +179,26 @@ class LiveSession:
 
     def attach(self, name: str, device: DeviceHandle, *, protocol: str = "", port: str = "",
                serial_number: str = "") -> None:
-        """Register and start a device whose messages carry ``source == name``."""
-        self.store.add_device(self.session_id, name, protocol, port, serial_number,
-                              t_us=self.clock())
+        """Register and start a device whose messages carry ``source == name``. The device
+        row is written by the recorder, so a busy database never delays the device."""
+        t_us = self.clock()
+        self.recorder.submit(lambda conn: self.store.add_device(
+            self.session_id, name, protocol, port, serial_number, t_us=t_us, conn=conn),
+            f"device {name}")
         self.devices[name] = device
         device.start()
 
-    def close(self, t_us: int | None = None, *, author: str = "") -> None:
-        """Stop devices, write everything, close the session. Idempotent."""
+    def close(self, t_us: int | None = None, *, author: str = "",
+              timeout: float = 15.0) -> Unwritten:
+        """Stop devices, write everything, close the session. Idempotent.
+
+        The recorder is flushed *with* the closing entries, not after them: a failing
+        write can no longer leave the queued rows to die with a thread (issue 12). If the
+        database still refuses after ``timeout`` seconds, the session stays open (the next
+        start offers recovery, with a gap marker from its last data) and the returned
+        ``Unwritten`` says what was not written; it is falsy when everything landed."""
         if self.closed:
-            return
+            return self.unwritten
         self.closed = True
         t_us = t_us if t_us is not None else self.clock()
         for name, device in self.devices.items():
@@ -166,12 +209,14 @@ class LiveSession:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(5)
-        self._writer.shutdown(wait=True)
-        self._phase_entry(Phase.CLOSED, t_us, author or "kapmonitor", direct=True)
         for sub in self._subs:
             sub.close()
-        self.recorder.stop()
-        self.store.close_session(self.session_id, t_us)
+        self._phase_entry(Phase.CLOSED, t_us, author or "kapmonitor")
+        self.recorder.submit(
+            lambda conn: self.store.close_session(self.session_id, t_us, conn=conn),
+            "the session's close")
+        self.unwritten = self.recorder.stop(timeout)
+        return self.unwritten
 
     def abandon(self) -> None:
         """Stop threads without closing the session (as a crash would leave it): for tests
@@ -181,8 +226,7 @@ class LiveSession:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(5)
-        self._writer.shutdown(wait=True)
-        self.recorder.stop()
+        self.unwritten = self.recorder.stop()
         self.closed = True
 
     # -- time ------------------------------------------------------------------------------
@@ -200,9 +244,17 @@ class LiveSession:
         self.phase = Phase.INFUSION
         self._record_infusion_start(t_us, author or source)
 
-    def _record_infusion_start(self, t_us: int, author: str) -> None:
-        self.store.set_infusion_start(self.session_id, t_us, self.clock())
-        self._phase_entry(Phase.INFUSION, t_us, author)
+    def _record_infusion_start(self, t_us: int, author: str) -> Future[Any]:
+        """t0 and its phase entry in one transaction on the recorder's thread: called from
+        the pump's reader thread, so it only enqueues; retried until it lands."""
+        now = self.clock()
+        sid, label = self.session_id, PHASE_LABELS[Phase.INFUSION]
+
+        def write(conn: Connection) -> int:
+            self.store.set_infusion_start(sid, t_us, now, conn=conn)
+            return self.store.add_annotation(sid, "phase", label, t_us=t_us, author=author,
+                                             code=Phase.INFUSION.value, conn=conn)
+        return self.recorder.submit(write, "the infusion start")
 
     def set_phase(self, phase: Phase, t_us: int | None = None, *, author: str = "") -> None:
         """Move to a later phase (the timeline only goes forward; a mistaken phase marker
@@ -217,17 +269,19 @@ class LiveSession:
             return
         self._phase_entry(phase, t_us if t_us is not None else self.clock(), author)
 
-    def _phase_entry(self, phase: Phase, t_us: int, author: str, direct: bool = False) -> None:
+    def _phase_entry(self, phase: Phase, t_us: int, author: str) -> Future[int]:
         self.phase = phase
-        add = (self.store.add_annotation if direct else self._submit)
-        add(self.session_id, "phase", PHASE_LABELS[phase], t_us=t_us, author=author,
-            code=phase.value)
+        return self._submit(self.session_id, "phase", PHASE_LABELS[phase], t_us=t_us,
+                            author=author, code=phase.value)
 
     # -- entries ---------------------------------------------------------------------------
 
     def _submit(self, *args: Any, **kwargs: Any) -> Future[int]:
-        """Writes from the GUI thread go to a worker: the GUI never waits on the disk."""
-        return self._writer.submit(self.store.add_annotation, *args, **kwargs)
+        """Entries go to the recorder's writer thread: the GUI never waits on the disk, and
+        an entry written during a database fault lands when the fault clears."""
+        return self.recorder.submit(
+            lambda conn: self.store.add_annotation(*args, conn=conn, **kwargs),
+            f"a {args[1]} entry")
 
     def add_entry(self, kind: str, text: str = "", *, t_us: int | None = None,
                   author: str = "", code: str = "", value: float | None = None) -> Future[int]:
@@ -238,8 +292,10 @@ class LiveSession:
 
     def amend_entry(self, annotation_id: int, *, text: str | None = None,
                     value: float | None = None, author: str = "") -> Future[int]:
-        return self._writer.submit(self.store.amend_annotation, annotation_id, text=text,
-                                   value=value, author=author)
+        return self.recorder.submit(
+            lambda conn: self.store.amend_annotation(annotation_id, text=text, value=value,
+                                                     author=author, conn=conn),
+            "a correction")
 
     # -- alarms ----------------------------------------------------------------------------
 
@@ -264,12 +320,71 @@ class LiveSession:
                                     f"{sub.name} failed: {exc}", self.clock())
 
     def _db_error(self, exc: BaseException | None) -> None:
+        """From the recorder's thread: a failed commit raises (or updates) the database
+        alarm at once; a commit after failures clears it. The alarm events themselves are
+        recorded when the database takes writes again."""
         now = self.clock()
         if exc is None:
-            self.alarms.clear_technical("tech.database", now, "recording resumed")
+            self._db_alarm = False
+            self.alarms.clear_technical("tech.database", now, "Recording to disk resumed")
         else:
-            self.alarms.raise_technical("tech.database", Priority.HIGH,
-                                        f"Recording to disk failed: {exc}", now)
+            self._db_alarm = True
+            self.alarms.raise_technical(
+                "tech.database", Priority.HIGH,
+                f"Recording to disk failed: {describe_db_error(exc)}; "
+                f"{self.recorder.pending_rows} rows kept in memory", now)
+
+    def _watch_recorder(self, now: int) -> None:
+        """From the ticker: a commit that has waited ``DB_STALL_ALARM_S`` (a lock waits the
+        busy timeout before it fails) raises the alarm without waiting for the failure;
+        rows dropped at the memory bound raise a second one."""
+        rec = self.recorder
+        stalled = rec.stalled_s()
+        if stalled >= DB_STALL_ALARM_S:
+            if not self._db_alarm:
+                self._db_alarm = True
+                why = rec.fault or "waiting for the database (busy, full or slow disk)"
+                self.alarms.raise_technical(
+                    "tech.database", Priority.HIGH,
+                    f"Recording to disk is stalled: {why}; {rec.pending_rows} rows kept in "
+                    "memory", now)
+        elif self._db_alarm and rec.fault is None:
+            self._db_alarm = False
+            self.alarms.clear_technical("tech.database", now, "Recording to disk resumed")
+        dropped = (rec.stats.dropped_wave_samples, rec.stats.dropped_numerics)
+        if dropped != self._dropped_seen:
+            self._dropped_seen = dropped
+            self.alarms.raise_technical(
+                "tech.database.loss", Priority.MEDIUM,
+                f"Data lost: {dropped[0]} wave samples and {dropped[1]} numerics dropped to "
+                "stay within memory while the disk was unavailable (counted in the record)",
+                now)
+
+    def _supervise_devices(self, now: int) -> None:
+        """Restart a device whose thread ended (it should never happen: the transport
+        turns every failure into a reconnect) and keep an alarm up until it streams."""
+        for name, device in self.devices.items():
+            is_alive = getattr(device, "is_alive", None)
+            restart = getattr(device, "restart", None)
+            key = f"tech.driver.{_alarm_tag(name)}"
+            if is_alive is not None and restart is not None and not is_alive():
+                try:
+                    restarted = bool(restart())
+                except Exception as exc:
+                    log.exception("restarting device %s failed", name)
+                    restarted = False
+                    why = f"; restart failed: {exc}"
+                else:
+                    why = "; restarted" if restarted else ""
+                if restarted or name not in self._restarted:
+                    self._restarted.add(name)
+                    log.error("driver for %s stopped%s", name, why)
+                    self.alarms.raise_technical(key, Priority.HIGH,
+                                                f"Driver for {name} stopped{why}", now)
+            elif name in self._restarted and getattr(device, "state", None) is \
+                    DeviceState.STREAMING:
+                self._restarted.discard(name)
+                self.alarms.clear_technical(key, now, f"Driver for {name} streaming again")
 
     # -- dose and plasma estimate ----------------------------------------------------------
 
@@ -355,9 +470,19 @@ class LiveSession:
                 self.alarms.tick(now)
             except Exception:
                 log.exception("alarm tick failed")
+            try:
+                self._watch_recorder(now)
+                self._supervise_devices(now)
+            except Exception:
+                log.exception("supervision failed")
             if now >= next_cp:
                 next_cp = now + 1_000_000
                 cp = self.plasma_now()
                 if cp is not None:
                     self.bus.publish([Reading(Channel.PLASMA_ESTIMATE, cp, now, "pk",
                                               quality=Quality.QUESTIONABLE)])
+
+
+def _alarm_tag(name: str) -> str:
+    """A device name as an alarm-key part (``pump/slot2`` -> ``pump_slot2``)."""
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name) or "device"

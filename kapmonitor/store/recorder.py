@@ -1,16 +1,25 @@
-"""The batched writer: bus messages -> SQLite, off every device thread and the GUI thread.
+"""The batched writer: bus messages and clinical writes -> the database, off every device
+thread and the GUI thread.
 
 The recorder is a critical bus subscriber whose callback only enqueues; one writer thread
-owns the database connection and commits a batch every ``flush_interval_s`` (0.2 s, so a
-killed process loses at most that much, well inside DESIGN §3's 0.5 s) or sooner when
+owns the database work and commits a batch every ``flush_interval_s`` (0.2 s, so a killed
+process loses at most that much, well inside DESIGN §3's 0.5 s) or sooner when
 ``max_batch`` rows are waiting. Samples go in with Core bulk inserts and one audit row per
-table per batch; events (pump, device, alarm) each get their own audit row. ``stop()``
-flushes what is queued, then joins (CONVENTIONS 8, after python-can's SqliteWriter).
+table per batch; events (pump, device, alarm) each get their own audit row. Clinical
+writes that must not wait on a device thread or the GUI (t0, phase entries, notes,
+devices, closing the session) come in through ``submit`` as small operations run on the
+same thread, in order, retried with the batch until they land (issue 12: a database lock
+must never stall a pump's reader). ``stop()`` flushes, then joins (CONVENTIONS 8, after
+python-can's SqliteWriter).
 
-A failed commit loses nothing: the batch stays pending, the error goes to ``on_error`` (the
-session turns it into a technical alarm) and the writer retries with backoff. The queue is
-unbounded on purpose: the record must not drop data to protect memory; ``backlog`` and
-``max_backlog`` make a slow disk visible long before memory matters.
+A fault (disk full, locked, read-only, file gone) loses nothing at first: rows stay in
+memory, ``on_error`` hears of it once per change (the session turns it into a technical
+alarm) and the writer retries with backoff, logging one line per fault episode rather than a
+traceback per retry. Memory is bounded: beyond ``max_pending_wave_samples`` (about 66 min of
+a full room's 1,000 wave samples/s) the oldest wave chunks go first, beyond
+``max_pending_numerics`` (hours of numerics) the oldest numerics; events and clinical writes
+are never dropped. Everything dropped is counted per channel and written to ``data_loss``
+as soon as the database takes writes again, so the record says what it lacks.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,14 +42,28 @@ from kapmonitor.alarms import AlarmEvent
 from kapmonitor.model import DeviceStatus, Message, PumpState, Reading, WaveChunk, now_us
 
 from . import audit
-from .schema import AlarmEventRow, DeviceEventRow, PumpEventRow, numeric_table, wave_table
+from .errors import StoreError, describe_db_error
+from .schema import (
+    AlarmEventRow,
+    DataLossRow,
+    DeviceEventRow,
+    PumpEventRow,
+    numeric_table,
+    wave_table,
+)
 from .store import Store, insert_audited
 
-__all__ = ["Recorder", "RecorderStats"]
+__all__ = ["Loss", "Recorder", "RecorderStats", "Unwritten"]
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+#: Pending-row bounds while the database refuses writes (issue 12 asks for at least 10 min
+#: of a full room). Measured in bench/bench_faults.py: a wave sample costs about 10 bytes
+#: pending (chunks of 32 float32 plus the row dict), a numeric row about 400 bytes.
+MAX_PENDING_WAVE_SAMPLES = 4_000_000
+MAX_PENDING_NUMERICS = 250_000
 
 
 @dataclass(slots=True)
@@ -48,11 +72,64 @@ class RecorderStats:
     wave_chunks: int = 0
     wave_samples: int = 0
     events: int = 0
+    ops: int = 0
     batches: int = 0
     errors: int = 0
+    fault_episodes: int = 0
     max_backlog: int = 0
+    max_pending_rows: int = 0
+    dropped_numerics: int = 0
+    dropped_wave_samples: int = 0
     last_commit_us: int | None = None
     last_flush_s: float = 0.0
+
+
+@dataclass(slots=True)
+class Loss:
+    """Rows dropped from one channel while the database was unavailable."""
+
+    kind: str
+    channel: str
+    rows: int = 0
+    samples: int = 0
+    first_t_us: int = 0
+    last_t_us: int = 0
+
+    def add(self, rows: int, samples: int, first: int, last: int) -> None:
+        self.first_t_us = first if not self.rows else min(self.first_t_us, first)
+        self.last_t_us = last if not self.rows else max(self.last_t_us, last)
+        self.rows += rows
+        self.samples += samples
+
+
+@dataclass(frozen=True, slots=True)
+class Unwritten:
+    """What ``stop()`` could not write (the database still refused at the deadline), plus
+    what was dropped earlier and never recorded as lost."""
+
+    numerics: int = 0
+    wave_samples: int = 0
+    events: int = 0
+    ops: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.numerics or self.wave_samples or self.events or self.ops)
+
+    def __str__(self) -> str:
+        parts = [f"{n} {what}" for n, what in ((self.numerics, "numerics"),
+                                               (self.wave_samples, "wave samples"),
+                                               (self.events, "events")) if n]
+        parts += self.ops
+        why = f" ({self.reason})" if self.reason else ""
+        return "not written" + why + ": " + ", ".join(parts) if parts else "everything written"
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[Connection], Any]
+    what: str
+    future: Future[Any]
 
 
 def _float_or_none(v: float | None) -> float | None:
@@ -64,20 +141,34 @@ def _float_or_none(v: float | None) -> float | None:
 
 class Recorder:
     def __init__(self, store: Store, session_id: int, *, flush_interval_s: float = 0.2,
-                 max_batch: int = 50_000,
+                 max_batch: int = 50_000, max_retry_s: float = 1.0,
+                 max_pending_wave_samples: int = MAX_PENDING_WAVE_SAMPLES,
+                 max_pending_numerics: int = MAX_PENDING_NUMERICS,
                  on_error: Callable[[BaseException | None], None] | None = None) -> None:
         self.store = store
         self.session_id = session_id
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
+        #: retries back off to this: a cleared fault is noticed within it
+        self.max_retry_s = max_retry_s
+        self.max_pending_wave_samples = max_pending_wave_samples
+        self.max_pending_numerics = max_pending_numerics
         self.on_error = on_error
         self.stats = RecorderStats()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._numerics: list[dict[str, Any]] = []
         self._waves: list[dict[str, Any]] = []
+        self._wave_pending = 0
         self._events: list[tuple[Table, dict[str, Any], int]] = []
+        self._ops: list[_Op] = []
+        self._losses: dict[tuple[str, str], Loss] = {}
         self._failing = False
+        self._fault_since: float | None = None
+        self._flush_started: float | None = None
+        self._stop_deadline: float | None = None
+        self.fault: str | None = None
+        self.unwritten = Unwritten()
 
     # -- producer side (any thread) ----------------------------------------------------------
 
@@ -89,9 +180,35 @@ class Recorder:
         """Alarm-engine subscriber: every alarm event is recorded."""
         self._q.put((event,))
 
+    def submit(self, fn: Callable[[Connection], Any], what: str = "") -> Future[Any]:
+        """Run ``fn(conn)`` in its own transaction on the writer thread, after everything
+        queued before it, retrying through faults until it lands. The future holds its
+        result; a ``StoreError`` (a refusal, not a fault) is set on the future and the
+        write is not retried."""
+        fut: Future[Any] = Future()
+        if self._thread is None and self._stop_deadline is not None:
+            fut.set_exception(StoreError("the session's recorder has stopped"))
+            return fut
+        self._q.put(_Op(fn, what or getattr(fn, "__name__", "write"), fut))
+        return fut
+
     @property
     def backlog(self) -> int:
         return self._q.qsize()
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows held in memory, not yet committed (read from any thread: approximate)."""
+        return len(self._numerics) + len(self._waves) + len(self._events) + len(self._ops)
+
+    def stalled_s(self) -> float:
+        """How long the writer has been unable to commit: a failing episode, or one commit
+        still waiting (a lock held by another program waits the busy timeout before it
+        fails). 0 when writing normally. Read by the session's ticker, so a fault becomes
+        an alarm within seconds even while the writer itself is blocked."""
+        now = time.monotonic()
+        since = [t for t in (self._fault_since, self._flush_started) if t is not None]
+        return now - min(since) if since else 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -102,16 +219,20 @@ class Recorder:
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write everything queued so far, then end the thread."""
+    def stop(self, timeout: float = 15.0) -> Unwritten:
+        """Write everything queued so far, retrying through a fault for up to ``timeout``
+        seconds, then end the thread. Returns what could not be written (falsy when
+        everything landed); ``self.unwritten`` keeps it too."""
         if self._thread is None:
-            return
+            return self.unwritten
+        self._stop_deadline = time.monotonic() + max(0.5, timeout - 1.0)
         self._q.put(_STOP)
-        self._thread.join(timeout)
+        self._thread.join(timeout + 15.0)  # one commit may still wait out a busy timeout
         if self._thread.is_alive():
             raise TimeoutError(f"recorder did not finish within {timeout} s "
                                f"({self.backlog} batches still queued)")
         self._thread = None
+        return self.unwritten
 
     def flush_now(self, timeout: float = 10.0) -> None:
         """Block until everything enqueued before this call is committed (tests, close)."""
@@ -123,7 +244,7 @@ class Recorder:
     # -- writer thread ---------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return len(self._numerics) + len(self._waves) + len(self._events)
+        return len(self._numerics) + len(self._waves) + len(self._events) + len(self._ops)
 
     def _run(self) -> None:
         interval = self.flush_interval_s
@@ -135,31 +256,51 @@ class Recorder:
             except queue.Empty:
                 item = None
             if item is _STOP:
-                self._drain(waiters)
-                for _ in range(3):
-                    if not self._pending() or self._flush():
-                        break
-                else:
-                    log.error("recorder stopped with %d rows unwritten", self._pending())
-                for w in waiters:
-                    w.set()
+                self._finish(waiters)
                 return
             force = False
             if isinstance(item, threading.Event):
                 waiters.append(item)
                 force = True
             elif item is not None:
-                self._absorb(item)
+                self._take(item)
                 self.stats.max_backlog = max(self.stats.max_backlog, self._q.qsize())
             if force or self._pending() >= self.max_batch or time.monotonic() >= deadline:
-                if not self._pending() or self._flush():
+                if (not self._pending() and not self._losses) or self._flush():
                     interval = self.flush_interval_s
                     for w in waiters:
                         w.set()
                     waiters.clear()
                 else:
-                    interval = min(5.0, interval * 2)
+                    interval = min(self.max_retry_s, interval * 2)
                 deadline = time.monotonic() + interval
+
+    def _finish(self, waiters: list[threading.Event]) -> None:
+        """On stop: drain the queue, retry until everything lands or the deadline passes,
+        then report (and log once) what stayed unwritten."""
+        self._drain(waiters)
+        pause = self.flush_interval_s
+        while True:
+            if (not self._pending() and not self._losses) or self._flush():
+                break
+            deadline = self._stop_deadline or 0.0
+            if time.monotonic() + pause > deadline:
+                self.unwritten = Unwritten(
+                    numerics=len(self._numerics) + sum(
+                        x.rows for x in self._losses.values() if x.kind == "numeric"),
+                    wave_samples=self._wave_pending + sum(
+                        x.samples for x in self._losses.values() if x.kind == "wave"),
+                    events=len(self._events), ops=[op.what for op in self._ops],
+                    reason=self.fault or "")
+                log.error("recorder stopped: %s", self.unwritten)
+                for op in self._ops:
+                    op.future.set_exception(StoreError(
+                        f"not written: {self.fault or 'the database refused it'}"))
+                break
+            time.sleep(pause)  # the writer's own retry pause, bounded by the stop deadline
+            pause = min(self.max_retry_s, pause * 2)
+        for w in waiters:
+            w.set()
 
     def _drain(self, waiters: list[threading.Event]) -> None:
         while True:
@@ -170,7 +311,50 @@ class Recorder:
             if isinstance(item, threading.Event):
                 waiters.append(item)
             elif item is not _STOP:
-                self._absorb(item)
+                self._take(item)
+
+    def _take(self, item: Any) -> None:
+        if isinstance(item, _Op):
+            self._ops.append(item)
+        else:
+            self._absorb(item)
+        pending = len(self._numerics) + self._wave_pending
+        self.stats.max_pending_rows = max(self.stats.max_pending_rows, pending)
+        if (self._wave_pending > self.max_pending_wave_samples
+                or len(self._numerics) > self.max_pending_numerics):
+            self._shed()
+
+    def _shed(self) -> None:
+        """Over the memory bound (only reachable while the database refuses writes): drop
+        the oldest waves first, then the oldest numerics, a tenth of the bound at a time so
+        shedding stays rare; count every dropped row per channel."""
+        if self._wave_pending > self.max_pending_wave_samples:
+            target = self.max_pending_wave_samples * 9 // 10
+            k, freed = 0, 0
+            while k < len(self._waves) and self._wave_pending - freed > target:
+                freed += self._waves[k]["n"]
+                k += 1
+            for r in self._waves[:k]:
+                self._lose("wave", r["channel"], 1, r["n"], r["t_us"], r["t_us"])
+            del self._waves[:k]
+            self._wave_pending -= freed
+            self.stats.dropped_wave_samples += freed
+        if len(self._numerics) > self.max_pending_numerics:
+            k = len(self._numerics) - self.max_pending_numerics * 9 // 10
+            for r in self._numerics[:k]:
+                self._lose("numeric", r["channel"], 1, 1, r["t_us"], r["t_us"])
+            del self._numerics[:k]
+            self.stats.dropped_numerics += k
+        log.warning("recorder: memory bound reached while %s; %d wave samples and %d "
+                    "numerics dropped so far", self.fault or "the database is unavailable",
+                    self.stats.dropped_wave_samples, self.stats.dropped_numerics)
+
+    def _lose(self, kind: str, channel: str, rows: int, samples: int, first: int,
+              last: int) -> None:
+        loss = self._losses.get((kind, channel))
+        if loss is None:
+            loss = self._losses[(kind, channel)] = Loss(kind, channel)
+        loss.add(rows, samples, first, last)
 
     def _absorb(self, messages: Sequence[Any]) -> None:
         sid = self.session_id
@@ -186,6 +370,7 @@ class Recorder:
                     "rate_hz": float(m.rate_hz), "n": len(m),
                     "data": m.samples.astype("<f4").tobytes(), "quality": int(m.quality),
                     "source": m.source, "device_t_us": m.device_t_us})
+                self._wave_pending += len(m)
             elif isinstance(m, PumpState):
                 self._events.append((PumpEventRow.__table__, {  # type: ignore[arg-type]
                     "session_id": sid, "source": m.source, "t_us": m.t_us,
@@ -225,37 +410,92 @@ class Recorder:
             "table": table.name, "session_id": self.session_id, "first_rowid": first,
             "last_rowid": last, "count": len(rows), "digest": digest})
 
+    def _run_ops(self) -> None:
+        """Clinical writes, each in its own transaction, in the order they came. A refusal
+        answers its caller and is not retried; a fault propagates (retried later)."""
+        while self._ops:
+            op = self._ops[0]
+            try:
+                with self.store.engine.begin() as conn:
+                    result = op.fn(conn)
+            except StoreError as exc:
+                self._ops.pop(0)
+                op.future.set_exception(exc)
+                continue
+            self._ops.pop(0)
+            self.stats.ops += 1
+            op.future.set_result(result)
+
+    def _write_losses(self, conn: Connection, t_us: int) -> None:
+        reason = self.fault or "the database was unavailable"
+        for loss in self._losses.values():
+            insert_audited(conn, DataLossRow.__table__, {  # type: ignore[arg-type]
+                "session_id": self.session_id, "t_us": t_us, "kind": loss.kind,
+                "channel": loss.channel, "rows": loss.rows, "samples": loss.samples,
+                "first_t_us": loss.first_t_us, "last_t_us": loss.last_t_us,
+                "reason": f"dropped to stay within memory while {reason}"}, t_us)
+
     def _flush(self) -> bool:
         t0 = time.perf_counter()
         t_us = now_us()
+        self._flush_started = time.monotonic()
         try:
+            self._run_ops()
             with self.store.engine.begin() as conn:
                 self._insert_samples(conn, numeric_table, self._numerics, t_us)
                 self._insert_samples(conn, wave_table, self._waves, t_us)
                 for table, values, ev_t in self._events:
                     insert_audited(conn, table, values, ev_t)
+                if self._losses:
+                    self._write_losses(conn, t_us)
                 self.store.heartbeat(conn, self.session_id, t_us)
         except Exception as exc:
-            self.stats.errors += 1
-            self._failing = True
-            log.exception("recorder: commit failed, %d rows kept for retry", self._pending())
-            if self.on_error is not None:
-                self.on_error(exc)
+            self._flush_started = None
+            self._failed(exc)
             return False
+        self._flush_started = None
         s = self.stats
         s.numerics += len(self._numerics)
         s.wave_chunks += len(self._waves)
-        s.wave_samples += sum(r["n"] for r in self._waves)
+        s.wave_samples += self._wave_pending
         s.events += len(self._events)
         s.batches += 1
         s.last_commit_us = t_us
         s.last_flush_s = time.perf_counter() - t0
         self._numerics, self._waves, self._events = [], [], []
+        self._wave_pending = 0
+        self._losses.clear()
         if self._failing:
+            took = time.monotonic() - (self._fault_since or time.monotonic())
+            dropped = s.dropped_wave_samples or s.dropped_numerics
+            log.warning("recorder: writing again after %.1f s (%s); %s", took, self.fault,
+                        f"{s.dropped_wave_samples} wave samples and {s.dropped_numerics} "
+                        "numerics had to be dropped (recorded in data_loss)" if dropped
+                        else "nothing kept in memory was lost")
             self._failing = False
+            self._fault_since = None
+            self.fault = None
             if self.on_error is not None:
                 self.on_error(None)  # recovered: clears the technical alarm
         return True
+
+    def _failed(self, exc: BaseException) -> None:
+        """One log line per fault episode (and per change of reason), not a traceback per
+        retry; the session hears of every failure and raises or updates its alarm."""
+        self.stats.errors += 1
+        reason = describe_db_error(exc)
+        if not self._failing:
+            self._failing = True
+            self._fault_since = time.monotonic()
+            self.stats.fault_episodes += 1
+            log.error("recorder: cannot write to the database: %s; %d rows kept in memory, "
+                      "retrying", reason, self._pending())
+            log.debug("recorder: first failure of this episode", exc_info=exc)
+        elif reason != self.fault:
+            log.error("recorder: still cannot write to the database, now: %s", reason)
+        self.fault = reason
+        if self.on_error is not None:
+            self.on_error(exc)
 
 
 def wave_samples(data: bytes) -> np.ndarray:

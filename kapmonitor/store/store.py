@@ -14,7 +14,8 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from .schema import (
     AlarmEventRow,
     AnnotationRow,
     Base,
+    DataLossRow,
     DeviceRow,
     PatientRow,
     SessionRow,
@@ -89,6 +91,9 @@ class SessionInfo:
     alarm_limits: dict[str, Any]
     #: the last delivered-dose value recorded (mg), from pump telemetry; None if none
     delivered_mg: float | None = None
+    #: rows the recorder had to drop (data_loss): numerics and wave samples
+    lost_numerics: int = 0
+    lost_wave_samples: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -124,6 +129,16 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def _tx(self, conn: Connection | None) -> Iterator[Connection]:
+        """The caller's transaction when it gives one (the recorder runs clinical writes
+        inside its own), else a new one."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as c:
+            yield c
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -191,11 +206,12 @@ class Store:
             s.expunge(row)
             return row
 
-    def set_infusion_start(self, session_id: int, t0_us: int, t_us: int | None = None) -> None:
+    def set_infusion_start(self, session_id: int, t0_us: int, t_us: int | None = None, *,
+                           conn: Connection | None = None) -> None:
         """Mark t0 (from the pump starting, or by hand). A later correction is allowed and
         audited: the audit keeps every earlier value."""
-        with self.engine.begin() as conn:
-            update_audited(conn, _tbl(SessionRow), session_id, {"t0_us": t0_us},
+        with self._tx(conn) as c:
+            update_audited(c, _tbl(SessionRow), session_id, {"t0_us": t0_us},
                            t_us if t_us is not None else now_us())
 
     def set_alarm_limits(self, session_id: int, limits: Mapping[str, Any],
@@ -206,11 +222,11 @@ class Store:
                            t_us if t_us is not None else now_us())
 
     def close_session(self, session_id: int, t_us: int | None = None,
-                      status: str = "closed") -> None:
+                      status: str = "closed", *, conn: Connection | None = None) -> None:
         if status not in ("closed", "recovered"):
             raise StoreError(f"cannot close a session as {status!r}")
         t_us = t_us if t_us is not None else now_us()
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             current = conn.execute(
                 select(SessionRow.status).where(SessionRow.id == session_id)
             ).scalar()
@@ -228,9 +244,10 @@ class Store:
                      .values(heartbeat_us=t_us))
 
     def add_device(self, session_id: int, source: str, protocol: str = "", port: str = "",
-                   serial_number: str = "", t_us: int | None = None) -> int:
+                   serial_number: str = "", t_us: int | None = None, *,
+                   conn: Connection | None = None) -> int:
         t_us = t_us if t_us is not None else now_us()
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             return insert_audited(conn, _tbl(DeviceRow), {
                 "session_id": session_id, "source": source, "protocol": protocol,
                 "port": port, "serial_number": serial_number, "created_us": t_us}, t_us)
@@ -252,9 +269,7 @@ class Store:
         values = {"session_id": session_id, "kind": kind, "t_us": t_us or created,
                   "author": author, "text": text, "code": code, "value": value,
                   "amends_id": amends_id, "created_us": created}
-        if conn is not None:
-            return self._insert_annotation(conn, values, created)
-        with self.engine.begin() as c:
+        with self._tx(conn) as c:
             return self._insert_annotation(c, values, created)
 
     def _insert_annotation(self, conn: Connection, values: dict[str, Any], t_us: int) -> int:
@@ -270,10 +285,10 @@ class Store:
 
     def amend_annotation(self, annotation_id: int, *, text: str | None = None,
                          value: float | None = None, author: str = "",
-                         t_us: int | None = None) -> int:
+                         t_us: int | None = None, conn: Connection | None = None) -> int:
         """Correct an entry: a new row that points at ``annotation_id``; the original
         stays. Fields not given are carried over from the entry being corrected."""
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             old = conn.execute(select(_tbl(AnnotationRow)).where(
                 AnnotationRow.id == annotation_id)).mappings().first()
             if old is None:
@@ -302,9 +317,17 @@ class Store:
                      .where(numeric_table.c.session_id == s.c.id,
                             numeric_table.c.channel == Channel.DELIVERED_DOSE.value)
                      .order_by(numeric_table.c.t_us.desc()).limit(1).scalar_subquery())
+        loss = _tbl(DataLossRow)
+
+        def lost(kind: str, col: str) -> Any:
+            return (select(func.coalesce(func.sum(loss.c[col]), 0))
+                    .where(loss.c.session_id == s.c.id, loss.c.kind == kind)
+                    .scalar_subquery())
+
         q = (select(s, p.c.pseudonym, n_ann.label("n_ann"), n_alarm.label("n_alarm"),
                     last_num.label("last_num"), last_wave.label("last_wave"),
-                    delivered.label("delivered"))
+                    delivered.label("delivered"), lost("numeric", "rows").label("lost_n"),
+                    lost("wave", "samples").label("lost_w"))
              .outerjoin(p, s.c.patient_id == p.c.id).order_by(s.c.id))
         out = []
         with self.engine.connect() as conn:
@@ -319,5 +342,6 @@ class Store:
                     concentration_mg_ml=r["concentration_mg_ml"], demo=bool(r["demo"]),
                     annotations=r["n_ann"], alarm_events=r["n_alarm"],
                     alarm_limits=json.loads(r["alarm_limits"] or "{}"),
-                    delivered_mg=r["delivered"]))
+                    delivered_mg=r["delivered"], lost_numerics=int(r["lost_n"]),
+                    lost_wave_samples=int(r["lost_w"])))
         return out
