@@ -330,13 +330,17 @@ class _Chan:
 
 
 class _Src:
-    __slots__ = ("alarmed", "armed", "last_seen", "name", "pump_keys", "tag")
+    __slots__ = ("alarmed", "armed", "connecting_since", "last_seen", "name", "pump_keys",
+                 "tag")
 
     def __init__(self, name: str) -> None:
         self.name = name or "device"
         self.tag = _tag(name) or "device"
         self.last_seen = -(2**62)
         self.armed = False
+        #: first CONNECTING since the device last streamed (or was stopped): a device
+        #: that never gets through is alarmed, whatever state its thread is stuck in
+        self.connecting_since: int | None = None
         self.alarmed = False
         self.pump_keys: set[str] = set()
 
@@ -1092,6 +1096,7 @@ class AlarmEngine:
         if t > s.last_seen:
             s.last_seen = t
         s.armed = True
+        s.connecting_since = None
         if s.alarmed:
             self._clear_link(s, t, out, "data received")
 
@@ -1117,6 +1122,7 @@ class AlarmEngine:
             if t > s.last_seen:
                 s.last_seen = t
             s.armed = True
+            s.connecting_since = None
             self._clear_link(s, t, out, "streaming again")
         elif st.state is DeviceState.STALE:
             self._set_technical(f"tech.{s.tag}.stale", tech.stale_priority,
@@ -1130,9 +1136,15 @@ class AlarmEngine:
             s.armed = False
         elif st.state is DeviceState.STOPPED:
             s.armed = False
+            s.connecting_since = None
             self._clear_link(s, t, out, "stopped")
-        else:  # CONNECTING: no data yet; a disconnected alarm stays until data flows
+        else:  # CONNECTING: no data yet; a disconnected alarm stays until data flows, and
+            # a device that stays here (a thread stuck opening its port) is alarmed by _tick
             s.armed = False
+            if s.connecting_since is None:
+                s.connecting_since = t
+        if st.state is DeviceState.DISCONNECTED and s.connecting_since is None:
+            s.connecting_since = t
 
     def _on_pump(self, ps: PumpState, out: list[AlarmEvent]) -> None:
         self._touch(ps.source, ps.t_us, out)
@@ -1180,6 +1192,13 @@ class AlarmEngine:
         self._hold_due("rate", now, out)
         tech = self._limits.technical
         for s in self._sources.values():
+            if (s.connecting_since is not None and now - s.connecting_since >= self._stale_us
+                    and not self._present(f"tech.{s.tag}.disconnected")):
+                self._set_technical(
+                    f"tech.{s.tag}.disconnected", tech.disconnected_priority,
+                    f"{s.name} NOT CONNECTED for {(now - s.connecting_since) / _US:.0f} s",
+                    now, s.name, out)
+                s.alarmed = True
             if s.armed and now - s.last_seen >= self._stale_us:
                 key = f"tech.{s.tag}.stale"
                 if not self._present(key):

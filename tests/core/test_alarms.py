@@ -622,8 +622,15 @@ def status(state: DeviceState, t_s: float, src: str = "mon") -> DeviceStatus:
                      [("raise", "tech.mon.stale", "medium", 15.0)], id="waves-prove-liveness"),
         pytest.param([series(HR, 80, 0, 5), status(DeviceState.STOPPED, 6), 100.0], [],
                      id="stopped-on-purpose-no-alarm"),
-        pytest.param([status(DeviceState.CONNECTING, 0), 100.0], [],
-                     id="never-streamed-no-watchdog"),
+        # issue 12: a device thread stuck opening its port must not hide behind CONNECTING
+        pytest.param([status(DeviceState.CONNECTING, 0), 14.9, 15.0, 100.0],
+                     [("raise", "tech.mon.disconnected", "medium", 15.0)],
+                     id="stuck-connecting-alarmed-after-15s"),
+        pytest.param([status(DeviceState.CONNECTING, 0), status(DeviceState.DISCONNECTED, 1),
+                      status(DeviceState.CONNECTING, 11), 14.9, rd(HR, 80, 14.95)],
+                     [("raise", "tech.mon.disconnected", "medium", 1.0),
+                      ("clear", "tech.mon.disconnected", "medium", 14.95)],
+                     id="retrying-connects-streams-in-time"),
     ],
 )
 def test_device_link_alarms(eng, steps, expected):
