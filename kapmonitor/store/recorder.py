@@ -90,6 +90,7 @@ class Loss:
 
     kind: str
     channel: str
+    reason: str = ""
     rows: int = 0
     samples: int = 0
     first_t_us: int = 0
@@ -353,7 +354,10 @@ class Recorder:
               last: int) -> None:
         loss = self._losses.get((kind, channel))
         if loss is None:
-            loss = self._losses[(kind, channel)] = Loss(kind, channel)
+            why = (f"the database refused writes ({self.fault})" if self.fault
+                   else "the writer fell behind")
+            loss = self._losses[(kind, channel)] = Loss(
+                kind, channel, f"dropped to stay within memory while {why}")
         loss.add(rows, samples, first, last)
 
     def _absorb(self, messages: Sequence[Any]) -> None:
@@ -427,13 +431,12 @@ class Recorder:
             op.future.set_result(result)
 
     def _write_losses(self, conn: Connection, t_us: int) -> None:
-        reason = self.fault or "the database was unavailable"
         for loss in self._losses.values():
             insert_audited(conn, DataLossRow.__table__, {  # type: ignore[arg-type]
                 "session_id": self.session_id, "t_us": t_us, "kind": loss.kind,
                 "channel": loss.channel, "rows": loss.rows, "samples": loss.samples,
                 "first_t_us": loss.first_t_us, "last_t_us": loss.last_t_us,
-                "reason": f"dropped to stay within memory while {reason}"}, t_us)
+                "reason": loss.reason}, t_us)
 
     def _flush(self) -> bool:
         t0 = time.perf_counter()
