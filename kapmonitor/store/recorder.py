@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -170,6 +172,10 @@ class Recorder:
         self._stop_deadline: float | None = None
         self.fault: str | None = None
         self.unwritten = Unwritten()
+        db = store.engine.url.database if store.engine.url.get_backend_name() == "sqlite" \
+            else None
+        self._db_path = db if db and db != ":memory:" else None
+        self._db_id = self._file_id()
 
     # -- producer side (any thread) ----------------------------------------------------------
 
@@ -438,11 +444,64 @@ class Recorder:
                 "first_t_us": loss.first_t_us, "last_t_us": loss.last_t_us,
                 "reason": loss.reason}, t_us)
 
+    # -- the database file itself -----------------------------------------------------------
+
+    def _file_id(self) -> tuple[int, int] | None:
+        if self._db_path is None:
+            return None
+        try:
+            st = os.stat(self._db_path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        """A SQLite file removed while open still takes writes (into an unlinked inode that
+        vanishes with the process), so removal must be looked for: it is a fault like any
+        other. Removed: the open connection still sees everything, so the file is put back
+        from it (checkpoint, SQLite's online backup to a temporary name, close, rename),
+        and recording continues in it. Replaced by another file: nothing is written to
+        either until the original is back; rows wait in memory under the bound."""
+        if self._db_path is None or self._db_id is None:
+            return
+        now_id = self._file_id()
+        if now_id == self._db_id:
+            return
+        if now_id is not None:
+            raise StoreError(f"the database file {self._db_path} was replaced by another "
+                             "file; recording waits for the original")
+        self._restore_removed_file()
+
+    def _restore_removed_file(self) -> None:
+        path = self._db_path
+        assert path is not None
+        engine = self.store.engine
+        if engine.pool.checkedin() == 0:  # type: ignore[attr-defined]
+            raise StoreError(f"the database file {path} was removed and no open copy is "
+                             "left to restore it from")
+        tmp = f"{path}.restoring"
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            dest = sqlite3.connect(tmp)
+            try:
+                raw.backup(dest)
+            finally:
+                dest.close()
+        engine.dispose()  # the old connections go, and with them the old WAL
+        os.replace(tmp, path)
+        self._db_id = self._file_id()
+        # an episode of its own, so the alarm is raised, recorded and cleared by this flush
+        self._failed(StoreError(f"the database file {path} was removed while recording; it "
+                                "was restored from the open copy"))
+
     def _flush(self) -> bool:
         t0 = time.perf_counter()
         t_us = now_us()
         self._flush_started = time.monotonic()
         try:
+            self._check_file()
             self._run_ops()
             with self.store.engine.begin() as conn:
                 self._insert_samples(conn, numeric_table, self._numerics, t_us)

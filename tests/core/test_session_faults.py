@@ -305,3 +305,38 @@ def test_memory_bound_drops_waves_first_and_counts_them(store: Store, db_path: P
 def _hr(t_us: int, v: float):
     from kapmonitor.model import Reading
     return Reading(Channel.HR, float(v), t_us, "mon")
+
+
+def test_database_file_removed_is_restored_from_the_open_copy(store: Store,
+                                                              db_path: Path) -> None:
+    """A SQLite file removed while open keeps taking writes into an inode that vanishes
+    with the process: the recorder notices, puts the file back from its open connection,
+    and the record (with the alarm) is whole and verifies."""
+    from kapmonitor.store import audit
+
+    clock = ScaledClock(SPEED)
+    vitals = ScriptedVitals(values={Channel.SPO2: 97.0, Channel.PULSE: 72.0,
+                                    Channel.PERF_INDEX: 2.0})
+    session = LiveSession(store, SessionConfig(patient="KAP-16"), clock=clock).start()
+    sid = session.session_id
+    server = None
+    try:
+        server = _oximeter(session, clock, vitals)
+        session.recorder.flush_now(30)
+        before = len(rows(db_path, "SELECT 1 FROM numeric WHERE session_id=?", sid))
+        db_path.unlink()
+        wait_until(db_path.exists, what="file restored")
+        session.recorder.flush_now(30)
+        wait_until(lambda: len(rows(db_path, "SELECT 1 FROM numeric WHERE session_id=?",
+                                    sid)) > before + 5, what="recording into the restored file")
+    finally:
+        session.close()
+        if server is not None:
+            server.stop()
+    alarms = rows(db_path, "SELECT action, message FROM alarm_event WHERE "
+                  "condition='tech.database' ORDER BY id")
+    assert [a for a, _ in alarms] == ["raise", "clear"]
+    assert "was removed while recording" in alarms[0][1]
+    assert rows(db_path, "SELECT status FROM session WHERE id=?", sid) == [("closed",)]
+    with store.engine.connect() as conn:
+        assert audit.verify(conn) == []
