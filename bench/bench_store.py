@@ -9,6 +9,12 @@
    a fully equipped room (~1,000 samples/s).
 2. Replay read of one channel of a 4-hour session (1 Hz numerics on 12 channels, 125 Hz
    pleth in 256 ms chunks as IntelliVue delivers them). Target: <= 100 ms.
+3. Checking (issue 12): a 4-hour session recorded as live (one commit per 0.2 s, so one
+   numeric and one wave audit batch each: ~144,000 audit rows), then ``verify`` (chain,
+   every audited row, every sample in exactly one batch: must stay linear), SQLite's
+   ``quick_check`` that every open runs, and the ``integrity_check`` ``verify`` runs,
+   against the file size. Targets: quick_check well under a second for ~100 MB (start-up),
+   verify in seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import numpy as np
 from sqlalchemy.orm import Session, registry
 
 from kapmonitor.model import Channel, Reading, WaveChunk
-from kapmonitor.store import Recorder, SessionReader, Store
+from kapmonitor.store import Recorder, SessionReader, Store, audit
+from kapmonitor.store.engine import integrity_findings
 from kapmonitor.store.schema import numeric_table
 
 ROOM_RATE = 1_000  # samples/s of a fully equipped room (ECG 250 + pleth 125 + CO2 ... )
@@ -99,6 +106,65 @@ def four_hour_session(store: Store) -> int:
     return sid
 
 
+def live_session(store: Store, hours: float, flush_s: float = 0.2) -> int:
+    """A session batched as the live recorder commits it: one flush per ``flush_s`` of
+    session time (``flush_now`` stands in for the 0.2 s timer, so the run is not real
+    time), 12 numerics at 1 Hz and 125 Hz pleth in 256 ms chunks."""
+    sid = store.create_session(room="bench-live")
+    rec = Recorder(store, sid, flush_interval_s=3600).start()
+    t0 = 1_750_000_000_000_000
+    step = int(flush_s * 1_000_000)
+    samples = np.sin(np.arange(32, dtype=np.float32))
+    next_num, next_chunk = 0, 0
+    for t in range(0, int(hours * 3600 * 1_000_000), step):
+        batch: list = []
+        while next_num < t + step:
+            batch += [Reading(c, 70.0, t0 + next_num, "m") for c in NUMERIC_CHANNELS]
+            next_num += 1_000_000
+        while next_chunk < t + step:
+            batch.append(WaveChunk(Channel.PLETH, t0 + next_chunk, 125.0, samples, "m"))
+            next_chunk += 256_000
+        rec(batch)
+        rec.flush_now(timeout=600)
+    rec.stop(timeout=600)
+    return sid
+
+
+def checks(tmp: Path, hours: float) -> None:
+    path = tmp / "live.sqlite"
+    store = Store.open(str(path))
+    t0 = time.perf_counter()
+    live_session(store, hours)
+    made = time.perf_counter() - t0
+    with store.engine.connect() as conn:
+        t0 = time.perf_counter()
+        report = audit.verify_report(conn)
+        t_verify = time.perf_counter() - t0
+    store.close()
+    assert report.ok, report.faults[:3]
+    size = path.stat().st_size / 2**20
+    t_quick = min(_seconds(lambda: integrity_findings(path)) for _ in range(3))
+    t_full = _seconds(lambda: integrity_findings(path, full=True))
+    t_open = min(_seconds(lambda: Store.open(str(path)).close()) for _ in range(3))
+    t_open0 = min(_seconds(lambda: Store.open(str(path), check=False).close())
+                  for _ in range(3))
+    print(f"{hours:g} h live-batched session: {report.samples['numeric']:,} numeric, "
+          f"{report.samples['wave']:,} wave rows, {report.records:,} audit rows, "
+          f"{size:.1f} MiB (recorded in {made:.0f} s)")
+    print(f"verify (chain + rows + sample coverage): {t_verify * 1e3:7.0f} ms")
+    print(f"quick_check (every open):                {t_quick * 1e3:7.0f} ms "
+          f"({t_quick * 1e3 / size * 100:.0f} ms per 100 MiB)")
+    print(f"integrity_check (verify):                {t_full * 1e3:7.0f} ms")
+    print(f"Store.open with / without the check:     {t_open * 1e3:7.0f} / "
+          f"{t_open0 * 1e3:.0f} ms")
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def timed(fn, repeat: int = 5) -> tuple[float, int]:
     times, n = [], 0
     for _ in range(repeat):
@@ -111,7 +177,13 @@ def timed(fn, repeat: int = 5) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (smoke)")
+    ap.add_argument("--checks-only", action="store_true",
+                    help="only section 3 (verify, quick_check)")
     args = ap.parse_args()
+    if args.checks_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            checks(Path(tmp), 0.25 if args.quick else 4.0)
+        return 0
     n_num = 50_000 if args.quick else 1_000_000
     n_wave = 500_000 if args.quick else 20_000_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,6 +209,7 @@ def main() -> int:
         size = (Path(tmp) / "bench.sqlite").stat().st_size
         print(f"database file after the runs:      {size / 2**20:7.1f} MiB")
         store.close()
+        checks(Path(tmp), 0.25 if args.quick else 4.0)
     return 0
 
 

@@ -57,7 +57,7 @@ def test_untouched_database_verifies(recorded: Path, cli) -> None:
         ("UPDATE device_event SET state='streaming', detail='x' WHERE id=1",
          "device_event row 1"),
         ("DELETE FROM annotation WHERE id=2", "annotation row 2"),
-        ("UPDATE numeric SET value=180 WHERE rowid=7", "numeric row 1"),
+        ("UPDATE numeric SET value=180 WHERE rowid=7", "numeric rows 1..50"),
         ("UPDATE wave SET data=zeroblob(500) WHERE rowid=1", "wave row 1"),
         ("UPDATE audit SET payload='{}' WHERE id=3", "audit row 3"),
         ("INSERT INTO annotation (session_id, kind, t_us, author, text, code, created_us) "
