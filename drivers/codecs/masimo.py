@@ -161,6 +161,11 @@ def _format(kind: str, width: int, value: object) -> str:
     s = f"{value:0{width}.{decimals}f}"
     if value < 0 or len(s) != width:
         raise ValueError(f"{value} does not fit the {width}-character field")
+    # Fuzzing (tests/protocols/fuzz_cases/masimo-roundtrip-pi-with-3-decimals.bin): the
+    # decoder takes any number of decimals ("PI=02.5290%" -> 2.529), and printing that
+    # with 2 decimals silently changed it to 2.53. Refuse instead of rounding.
+    if float(s) != value:
+        raise ValueError(f"{value} has more than {decimals} decimals; {s} would round it")
     return s
 
 
