@@ -508,7 +508,16 @@ class MainWindow(QMainWindow):
                 self.header.next_btn.setEnabled(True)
                 self.show_message(f"Session not closed: {exc}")
                 return
-            self.show_message("Session closed")
+            unwritten = fut.result()
+            if unwritten:  # the database refused to the end: say what is missing, once
+                text = (f"The session could not be closed: {unwritten}. The record stays "
+                        "open and is offered for recovery at the next start.")
+                self.show_message(text)
+                log.error("%s", text)
+                if self.isVisible() and not self._force_close:
+                    QMessageBox.warning(self, "Record incomplete", text)
+            else:
+                self.show_message("Session closed")
             self.sessionClosed.emit()
             self._force_close = True
             self.close()
