@@ -162,11 +162,66 @@ FAULTS: dict[str, Callable[[Rig], tuple[float, float]]] = {
 }
 
 
+def pending_memory(folder: Path, minutes: float = 10.0) -> None:
+    """What the recorder holds in memory while the disk refuses: ``minutes`` of a full room
+    (1,000 wave samples/s as 125 Hz pleth + 500 Hz ECG + 375 Hz more in 32-sample chunks,
+    and 20 numerics/s) pushed into a recorder whose database answers SQLITE_FULL. Measured
+    with tracemalloc (Python allocations, numpy buffers included)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from kapmonitor.model import Reading, WaveChunk
+    from kapmonitor.store import Recorder
+
+    store = Store.open(str(folder / "mem.sqlite"))
+    sid = store.create_session(owned=False)
+
+    def full(dbapi_conn, _rec, _proxy) -> None:
+        cur = dbapi_conn.cursor()
+        (pages,) = cur.execute("PRAGMA page_count").fetchone()
+        cur.execute(f"PRAGMA max_page_count={pages}")
+        cur.close()
+
+    event.listen(store.engine, "checkout", full)
+    rec = Recorder(store, sid, max_pending_wave_samples=10**9, max_pending_numerics=10**9)
+    seconds = int(minutes * 60)
+    t = now_us()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    rec.start()
+    for sec in range(seconds):
+        msgs: list = [Reading(Channel.HR, 70.0, t + sec * 1_000_000 + k * 50_000, "m")
+                      for k in range(20)]
+        for k in range(1000 // 32 + 1):
+            msgs.append(WaveChunk(Channel.PLETH, t + sec * 1_000_000 + k * 32_000, 1000.0,
+                                  np.zeros(32, dtype=np.float32), "m"))
+        rec(msgs)
+    wait(lambda: rec.pending_rows >= seconds * (20 + 32), 600)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    n_wave = rec._wave_pending
+    n_num = len(rec._numerics)
+    print(f"pending in memory while the disk is full, {minutes:g} min of a full room: "
+          f"{n_wave:,} wave samples + {n_num:,} numerics = {used / 2**20:.1f} MiB "
+          f"({used / (n_wave + n_num):.1f} B per sample); the default bound "
+          f"({4_000_000:,} wave samples, {250_000:,} numerics) is "
+          f"{4_000_000 / 1000 / 60:.0f} min of waves and {250_000 / 20 / 60:.0f} min of "
+          "numerics at this rate")
+    event.remove(store.engine, "checkout", full)
+    rec.stop(timeout=60)
+    store.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--memory-only", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as folder:
+        pending_memory(Path(folder))
+        if args.memory_only:
+            return 0
         rig = Rig(Path(folder))
         try:
             base = [baseline(rig) for _ in range(args.repeat)]
