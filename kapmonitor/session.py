@@ -54,6 +54,7 @@ from .model import (
     now_us,
 )
 from .pk import DEFAULT_MODEL, PKModel, PlasmaEstimator
+from .resume import ResumeState, load_resume_state, stored_pump_states
 from .store import Recorder, Store
 from .store.errors import describe_db_error
 from .store.recorder import Unwritten
@@ -124,7 +125,8 @@ class SessionConfig:
 class LiveSession:
     def __init__(self, store: Store, config: SessionConfig, *,
                  clock: Callable[[], int] = now_us, tick_s: float = 0.2,
-                 limits: AlarmLimits | None = None) -> None:
+                 limits: AlarmLimits | None = None,
+                 resume: ResumeState | None = None) -> None:
         self.store = store
         self.config = config
         self.clock = clock
@@ -133,15 +135,20 @@ class LiveSession:
         limits = limits or AlarmLimits.defaults().with_overrides(config.alarm_overrides)
         self.alarms = AlarmEngine(limits)
         self.started_us = clock()
-        self.session_id = store.create_session(
-            patient=config.patient, room=config.room, clinicians=config.clinicians,
-            protocol=config.protocol, demo=config.demo, alarm_limits=self.alarms.limits,
-            t_us=self.started_us, **config.programme_columns())
+        self.resumed_from = resume
+        if resume is None:
+            self.session_id = store.create_session(
+                patient=config.patient, room=config.room, clinicians=config.clinicians,
+                protocol=config.protocol, demo=config.demo, alarm_limits=self.alarms.limits,
+                t_us=self.started_us, **config.programme_columns())
+        else:
+            self.session_id = resume.session_id
+            store.claim_session(resume.session_id, self.started_us)
         self.bus = Bus(on_critical_error=self._critical_failed)
         self.recorder = Recorder(store, self.session_id, on_error=self._db_error)
         self.live = LiveBuffers()
-        self.t0_us: int | None = None
-        self.phase = Phase.BASELINE
+        self.t0_us: int | None = None if resume is None else resume.t0_us
+        self.phase = Phase.BASELINE if resume is None else Phase(resume.phase)
         self.devices: dict[str, DeviceHandle] = {}
         self._dose_lock = threading.Lock()
         self._tracker: DeliveredDoseTracker | None = None
@@ -159,6 +166,32 @@ class LiveSession:
         self.closed = False
         #: what the close could not write (falsy when everything landed)
         self.unwritten = Unwritten()
+        if resume is not None:
+            self._replay_pump_history(resume)
+
+    @classmethod
+    def resume(cls, store: Store, session_id: int, *, clock: Callable[[], int] = now_us,
+               tick_s: float = 0.2, pk_model: PKModel = DEFAULT_MODEL) -> LiveSession:
+        """Carry on an open session (left by a closed window or a crash) as the same
+        session: its programme, t0, phase and alarm limits from the store, the delivered
+        dose and plasma estimate rebuilt from its pump events. ``start()`` then records a
+        gap marker over the outage; attach the devices again as for a new session."""
+        st = load_resume_state(store, session_id)
+        config = SessionConfig(patient=st.patient, room=st.room, clinicians=st.clinicians,
+                               protocol=st.protocol, demo=st.demo, pk_model=pk_model,
+                               **{k: v for k, v in st.programme.items() if v is not None})
+        return cls(store, config, clock=clock, tick_s=tick_s, limits=st.alarm_limits,
+                   resume=st)
+
+    def _replay_pump_history(self, st: ResumeState) -> None:
+        """The dose tracker and the plasma estimator fed every stored pump state, exactly
+        as live: the state a session that never stopped had at its last pump event."""
+        if st.pump_source is None:
+            return
+        for state in stored_pump_states(self.store, st.session_id, st.pump_source):
+            self._pump_source = state.source
+            self._last_pump = state
+            self._update_dose(state, replay=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -174,7 +207,17 @@ class LiveSession:
         self._ticker = threading.Thread(target=self._tick_loop, daemon=True,
                                         name=f"session-{self.session_id}")
         self._ticker.start()
-        self._phase_entry(Phase.BASELINE, self.started_us, "kapmonitor")
+        st = self.resumed_from
+        if st is None:
+            self._phase_entry(Phase.BASELINE, self.started_us, "kapmonitor")
+        else:
+            gap_s = (self.started_us - st.last_data_us) / 1e6
+            self._submit(self.session_id, "gap",
+                         f"Recording interrupted for {_duration(gap_s)}: the session was "
+                         "resumed. Data in this interval is missing; the delivered dose "
+                         "continues from the pump's volume counter.",
+                         t_us=st.last_data_us, author="kapmonitor", code="recording-resumed",
+                         value=round(gap_s, 3))
         return self
 
     def attach(self, name: str, device: DeviceHandle, *, protocol: str = "", port: str = "",
@@ -185,8 +228,8 @@ class LiveSession:
         self.recorder.submit(lambda conn: self.store.add_device(
             self.session_id, name, protocol, port, serial_number, t_us=t_us, conn=conn),
             f"device {name}")
-        self.devices[name] = device
         device.start()
+        self.devices[name] = device  # after start: the supervisor only sees started devices
 
     def close(self, t_us: int | None = None, *, author: str = "",
               timeout: float = 15.0) -> Unwritten:
@@ -376,7 +419,9 @@ class LiveSession:
                     why = f"; restart failed: {exc}"
                 else:
                     why = "; restarted" if restarted else ""
-                if restarted or name not in self._restarted:
+                # restart() is False for a device stopped on purpose: nothing to say
+                failed = why.startswith("; restart failed")
+                if restarted or (failed and name not in self._restarted):
                     self._restarted.add(name)
                     log.error("driver for %s stopped%s", name, why)
                     self.alarms.raise_technical(key, Priority.HIGH,
@@ -422,7 +467,7 @@ class LiveSession:
         if out:
             self.bus.publish(out)
 
-    def _update_dose(self, state: PumpState) -> list[Message]:
+    def _update_dose(self, state: PumpState, *, replay: bool = False) -> list[Message]:
         if not self._ensure_dose_models():
             return []
         assert self._tracker is not None
@@ -431,7 +476,7 @@ class LiveSession:
         out: list[Message] = []
         if dose.delivered_mg is not None:
             out.append(Reading(Channel.DELIVERED_DOSE, dose.delivered_mg, state.t_us, "dose"))
-        if dose.discrepancy:
+        if dose.discrepancy and not replay:
             self.alarms.raise_technical(
                 "tech.dose.discrepancy", Priority.MEDIUM,
                 f"Delivered volume differs from the pump's counter by "
@@ -486,3 +531,13 @@ class LiveSession:
 def _alarm_tag(name: str) -> str:
     """A device name as an alarm-key part (``pump/slot2`` -> ``pump_slot2``)."""
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name) or "device"
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> "1 min 15 s": how long an outage was, in words a nurse reads."""
+    seconds = max(0, round(seconds))
+    m, sec = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    if h:
+        return f"{h} h {m} min"
+    return f"{m} min {sec} s" if m else f"{sec} s"

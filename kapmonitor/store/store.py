@@ -239,6 +239,19 @@ class Store:
             conn.execute(_tbl(SessionRow).update().where(SessionRow.id == session_id)
                          .values(owner_pid=None))
 
+    def claim_session(self, session_id: int, t_us: int | None = None) -> None:
+        """This process records the session from now on (a resume): the ownership columns
+        are operational, not clinical, so this is not audited (audit.UNAUDITED)."""
+        t_us = t_us if t_us is not None else now_us()
+        with self.engine.begin() as conn:
+            status = conn.execute(select(SessionRow.status).where(
+                SessionRow.id == session_id)).scalar()
+            if status != "open":
+                raise StoreError(f"session {session_id} is {status or 'missing'}: only an "
+                                 "open session can be resumed")
+            conn.execute(_tbl(SessionRow).update().where(SessionRow.id == session_id).values(
+                owner_host=socket.gethostname(), owner_pid=os.getpid(), heartbeat_us=t_us))
+
     def heartbeat(self, conn: Connection, session_id: int, t_us: int) -> None:
         conn.execute(_tbl(SessionRow).update().where(SessionRow.id == session_id)
                      .values(heartbeat_us=t_us))
