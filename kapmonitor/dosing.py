@@ -208,12 +208,14 @@ class DoseProgramme:
     mode) and ``bag_ml`` (fixed-bag mode) is given (clinical.md §1.2).
 
     Constructing one never raises on a bad value: ``check_programme`` reports it, with the
-    reason, so a form can show every problem at once.
+    reason, so a form can show every problem at once. None means "not given": refused
+    as a missing number, except by ``check_programme(..., partial=True)`` (a headless
+    record that states only part of the programme, e.g. the weight).
     """
 
-    weight_kg: float
-    dose_mg_per_kg: float
-    duration_min: float
+    weight_kg: float | None
+    dose_mg_per_kg: float | None
+    duration_min: float | None
     concentration_mg_ml: float | None = None
     bag_ml: float | None = None
     weight_basis: WeightBasis | str = WeightBasis.ACTUAL
@@ -538,15 +540,25 @@ def check_programme(
     bounds: DosingBounds | None = None,
     *,
     pump_max_ml_h: float | None = None,
+    partial: bool = False,
 ) -> DoseCheck:
     """Check ``programme`` against the bounds of clinical.md §1.4 and compute its pump
     numbers (clinical.md §1.3). Every problem is reported at once; the calculation is
-    withheld when anything is refused, so a refused programme shows no rate to copy."""
+    withheld when anything is refused, so a refused programme shows no rate to copy.
+
+    The one check of a programme: the setup dialog, ``kapmonitor dose`` and ``kapmonitor
+    record`` all call it, so a value one of them refuses the others refuse too, with the
+    same words. ``partial=True`` (``record``, where every programme field is optional)
+    checks only the fields given; the derived checks (total dose, rate) and the
+    calculation need all of weight, dose, duration and a preparation."""
     b = bounds or default_bounds()
     if pump_max_ml_h is not None:
         b = b.with_pump_max(pump_max_ml_h)
     c = _Collector()
     p = programme
+
+    def given(value: object) -> bool:
+        return not (partial and value is None)
 
     if not isinstance(p.route, Route):
         c.refuse("route.unknown", "route", p.route, "", None,
@@ -563,18 +575,19 @@ def check_programme(
                  f"({_SECTION})")
     _check_series(c, p.series_index, p.series_total)
 
-    weight = c.number(b["weight_kg"], p.weight_kg)
-    dose = c.number(b["dose_mg_per_kg"], p.dose_mg_per_kg)
-    minutes = c.number(b["duration_min"], p.duration_min)
+    weight = c.number(b["weight_kg"], p.weight_kg) if given(p.weight_kg) else None
+    dose = c.number(b["dose_mg_per_kg"], p.dose_mg_per_kg) if given(p.dose_mg_per_kg) else None
+    minutes = c.number(b["duration_min"], p.duration_min) if given(p.duration_min) else None
     mode = p.mode
-    if mode is None:
+    preparation_given = p.concentration_mg_ml is not None or p.bag_ml is not None
+    if mode is None and (preparation_given or not partial):
         both = p.concentration_mg_ml is not None
         c.refuse("preparation.mode", "preparation", None, "", None,
                  "give either the concentration (mg/mL) or the bag volume (mL), "
                  + ("not both" if both else "one of them") + " (clinical.md §1.2)")
     elif mode is PreparationMode.FIXED_CONCENTRATION:
         c.number(b["concentration_mg_ml"], p.concentration_mg_ml)
-    else:
+    elif mode is PreparationMode.FIXED_BAG:
         c.number(b["bag_ml"], p.bag_ml)
 
     calc: DoseCalculation | None = None

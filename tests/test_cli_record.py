@@ -94,11 +94,60 @@ def test_sigterm_closes_cleanly_and_keeps_everything(devices, db_path: Path) -> 
     (["--device", "ge-s5"], "is not PROTOCOL=PORT"),
     (["--device", "philips=/dev/null"], "unknown protocol 'philips'"),
     (["--device", "ge-s5=/dev/null,speed=9"], "unknown option 'speed'"),
-    (["--device", "ge-s5=/dev/null", "--weight", "900"], "900 kg is outside"),
+    (["--device", "ge-s5=/dev/null", "--weight", "900"],
+     "weight 900 kg is above the hard maximum 250 kg (adult bounds, clinical.md §1.4)"),
+    (["--device", "ge-s5=/dev/null", "--mg-per-kg", "-1"], "dose -1 mg/kg is below the hard"),
+    (["--device", "ge-s5=/dev/null", "--concentration", "0"], "concentration 0 mg/mL is below"),
+    (["--device", "ge-s5=/dev/null", "--duration", "inf"], "'inf' is not a finite number"),
+    (["--device", "ge-s5=/dev/null"], "/dev/null is not a serial port"),
     (["--device", "ge-s5=/dev/null", "--alarm", "hr.high=lots"], "HR high must look like"),
 ])
 def test_bad_input_one_line(args: list[str], reason: str, db_path: Path, cli) -> None:
     r = cli("record", "--headless", "--db", str(db_path), *args)
     assert r.returncode == 2
-    assert reason in r.stderr
+    assert reason in r.stderr and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+    assert not db_path.exists()  # refused before anything was created
+
+
+def test_programme_is_checked_like_the_dose_calculator(devices, db_path: Path, cli) -> None:
+    """Every value `dose` refuses, `record` refuses with the same words; a value outside
+    the usual range is recorded with a warning (there is no one to confirm it here)."""
+    mon, _ = devices
+    base = ["record", "--headless", "--db", str(db_path), "--device", f"ge-s5={mon}"]
+    dose = ["dose", "--weight", "70", "--mg-per-kg", "0.5", "--minutes", "-40",
+            "--concentration", "1"]
+    refused = cli(*dose)
+    assert refused.returncode == 2
+    r = cli(*base, "--minutes", "-40")
+    assert r.returncode == 2 and r.stderr == refused.stderr
+    assert not db_path.exists()
+
+    r = cli(*base, "--weight", "160", "--duration", "1", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "kapmonitor: warning: weight 160 kg is above the usual range" in r.stderr
+    store = Store.open(str(db_path))
+    try:
+        assert SessionReader(store.engine, 1).session()["weight_kg"] == 160.0
+    finally:
+        store.close()
+
+
+def test_a_port_another_program_holds_is_refused(db_path: Path, cli) -> None:
+    """Two recorders on one port would each get part of its bytes: the second is refused
+    before it creates a session."""
+    import serial
+
+    server = PtyServer(GeS5Peer(ScriptedVitals(values=dict(VITALS))), name="ge").start()
+    try:
+        holder = serial.serial_for_url(server.url, exclusive=True)
+        try:
+            r = cli("record", "--headless", "--db", str(db_path), "--device",
+                    f"ge-s5={server.url}", "--duration", "1")
+        finally:
+            holder.close()
+    finally:
+        server.stop()
+    assert r.returncode == 2
+    assert r.stderr == f"kapmonitor: error: port {server.url} is in use by another program\n"
+    assert not db_path.exists()

@@ -106,6 +106,9 @@ STEP_S = 5
 BIG_STEP_S = 60
 _US = 1_000_000
 _MIN = 60 * _US
+#: A QSlider holds a 32-bit int. One step per second covers 68 years; a record that spans
+#: more (an entry stored with a mistyped year) gets coarser steps instead of an overflow.
+_SLIDER_MAX = 2**31 - 1
 
 CURSOR_COLOUR = "#4c8dff"
 KIND_EXTRA_COLOURS = {"pump": theme.PUMP_ORANGE, "device": theme.TEXT_DIM}
@@ -114,8 +117,13 @@ STATUS_TEXT = {"closed": "CLOSED", "recovered": "RECOVERED", "open": "STILL OPEN
 
 
 def _local(t_us: int, *, date: bool = True) -> str:
-    """Wall-clock time of the machine showing the record (the clinic's), with the date."""
-    dt = datetime.fromtimestamp(t_us / _US).astimezone()
+    """Wall-clock time of the machine showing the record (the clinic's), with the date.
+    A time no calendar holds (a stored typo far outside years 1-9999) shows as such
+    rather than stopping the window."""
+    try:
+        dt = datetime.fromtimestamp(t_us / _US).astimezone()
+    except (ValueError, OverflowError, OSError):
+        return "(time out of range)"
     return dt.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
 
 
@@ -249,6 +257,8 @@ class Scrubber(QSlider):
         p = QPainter(self)
         bottom = self.height() - 1
         for value, colour, tall in self.ticks:
+            if not self.minimum() <= value <= self.maximum():
+                continue  # outside the record: no pixel, and no int overflow drawing one
             x = x0 + (value - self.minimum()) / span * w
             p.setPen(QPen(QColor(colour), 2 if tall else 1))
             p.drawLine(int(x), bottom - (10 if tall else 6), int(x), bottom)
@@ -473,7 +483,9 @@ class ReplayWindow(QMainWindow):
             self.speed_buttons[s] = b
         self.speed_buttons[self.speed].setChecked(True)
         self.scrubber = Scrubber()
-        self.scrubber.setRange(0, max(0, (self.end_us - self.start_us) // _US))
+        span_s = max(0, (self.end_us - self.start_us) // _US)
+        self._scrub_s = max(1, -(-span_s // _SLIDER_MAX))  # seconds per slider step
+        self.scrubber.setRange(0, span_s // self._scrub_s)
         self.scrubber.valueChanged.connect(self._scrubbed)
         self.position = QLabel("")
         self.position.setFont(theme.font(14, numbers=True))
@@ -675,7 +687,10 @@ class ReplayWindow(QMainWindow):
     # -- the cursor --------------------------------------------------------------------------
 
     def _slider_value(self, t_us: int) -> int:
-        return int((t_us - self.start_us) // _US)
+        """The slider position of ``t_us``, within the slider's range whatever is stored
+        (an entry before the record's start or after its end sits at that end)."""
+        value = (t_us - self.start_us) // _US // self._scrub_s
+        return int(min(max(value, 0), self.scrubber.maximum()))
 
     def set_cursor(self, t_us: int) -> None:
         """Move the cursor (clamped to the record) and show everything as it was then."""
@@ -744,7 +759,7 @@ class ReplayWindow(QMainWindow):
         self.entries.follow(self.cursor_us, exact=n)
 
     def _scrubbed(self, value: int) -> None:
-        self.seek(self.start_us + value * _US)
+        self.seek(self.start_us + value * self._scrub_s * _US)
 
     def _trend_clicked(self, ev: Any) -> None:
         if ev.button() != Qt.MouseButton.LeftButton:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from .common import CliError, db_option
+from .common import CliError, finite_float, open_store, positive_float
+from .replay import check_screenshot
+from .simulate import MAX_SPEED, SEED
 
 NAME = "demo"
+#: Longest --quit-after, in session and in wall seconds (a Qt timer counts milliseconds
+#: in 32 bits).
+MAX_QUIT_AFTER_S = 7 * 24 * 3600.0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,12 +28,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                        "(labelled DEMO), connected through real protocol peers on ptys.")
     p.add_argument("--scenario", default="standard", help="see `kapmonitor simulate "
                    "--list-scenarios`")
-    p.add_argument("--speed", type=float, default=1.0, help="time runs N times faster")
+    p.add_argument("--speed", type=positive_float, default=1.0,
+                   help=f"time runs N times faster (at most {MAX_SPEED:g})")
     p.add_argument("--monitor", default="intellivue", metavar="PROTOCOL")
     p.add_argument("--pump", default="bbraun-bcc", metavar="PROTOCOL")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--screenshot", metavar="PNG", help="save the window to PNG before quitting")
-    p.add_argument("--quit-after", type=float, metavar="SEC",
+    p.add_argument("--quit-after", type=finite_float, metavar="SEC",
                    help="quit after SEC seconds of session time (closing the session)")
     p.add_argument("--data-dir", metavar="DIR", help="recordings for playback scenarios")
     p.set_defaults(func=run)
@@ -61,8 +67,12 @@ def start_demo(store: object, *, scenario: str = "standard", speed: float = 1.0,
     from kapmonitor.session import LiveSession
 
     links = tempfile.TemporaryDirectory(prefix="kapmonitor-demo-")
-    rig = SimulatorRig(scenario, monitor=monitor, pump=pump, speed=speed, seed=seed,
-                       link_dir=links.name, data_dir=data_dir).start()
+    try:
+        rig = SimulatorRig(scenario, monitor=monitor, pump=pump, speed=speed, seed=seed,
+                           link_dir=links.name, data_dir=data_dir).start()
+    except BaseException:  # an unknown scenario, say: leave no folder behind
+        links.cleanup()
+        raise
     try:
         session = LiveSession(store, config_for(rig), clock=rig.clock).start()  # type: ignore[arg-type]
         taken: list[str] = []
@@ -79,13 +89,17 @@ def start_demo(store: object, *, scenario: str = "standard", speed: float = 1.0,
 
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.drivers.sim.scenario import ScenarioError
-    from kapmonitor.store import Store
 
-    if not args.speed > 0:
-        raise CliError("--speed must be positive")
+    if args.speed > MAX_SPEED:
+        raise CliError(f"--speed {args.speed:g} is above {MAX_SPEED:g}")
     if args.quit_after is not None and args.quit_after <= 0:
         raise CliError("--quit-after must be positive")
-    store = Store.open(db_option(args))
+    if args.quit_after is not None and max(args.quit_after, args.quit_after / args.speed) \
+            > MAX_QUIT_AFTER_S:
+        raise CliError(f"--quit-after {args.quit_after:g} s at --speed {args.speed:g} is "
+                       f"longer than {MAX_QUIT_AFTER_S / 86400:g} days")
+    check_screenshot(args.screenshot)
+    store = open_store(args, create=True)
     try:
         try:
             rig, session, links = start_demo(

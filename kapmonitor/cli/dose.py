@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from .common import CliError
+from .common import CliError, finite_float
 
 if TYPE_CHECKING:
     from kapmonitor.dosing import DoseCalculation, DoseCheck
@@ -36,18 +36,18 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "model estimate). Computes and displays only: a clinician confirms. Bounds: "
         "clinical.md §1.4 (resources/dosing_bounds.toml).",
     )
-    p.add_argument("--weight", type=float, required=True, metavar="KG",
+    p.add_argument("--weight", type=finite_float, required=True, metavar="KG",
                    help="patient weight in kg (the dosing weight; see --weight-basis)")
     p.add_argument("--weight-basis", choices=["actual", "ideal", "adjusted"], default="actual",
                    help="which weight --weight is (recorded; default: actual)")
-    p.add_argument("--mg-per-kg", type=float, required=True, metavar="D",
+    p.add_argument("--mg-per-kg", type=finite_float, required=True, metavar="D",
                    help="dose in mg/kg, e.g. 0.5")
-    p.add_argument("--minutes", type=float, required=True, metavar="M",
+    p.add_argument("--minutes", type=finite_float, required=True, metavar="M",
                    help="infusion duration in minutes, e.g. 40")
     prep = p.add_mutually_exclusive_group(required=True)
-    prep.add_argument("--concentration", type=float, metavar="MG_PER_ML",
+    prep.add_argument("--concentration", type=finite_float, metavar="MG_PER_ML",
                       help="fixed concentration in mg/mL (the volume is computed)")
-    prep.add_argument("--bag-ml", type=float, metavar="ML",
+    prep.add_argument("--bag-ml", type=finite_float, metavar="ML",
                       help="fixed bag volume in mL the dose is diluted into (the "
                       "concentration is computed)")
     p.add_argument("--model", choices=sorted(_MODEL_CHOICES), default="domino",

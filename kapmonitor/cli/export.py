@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, db_option
+from .common import CliError, finite_float, open_store, session_ref
 
 NAME = "export"
 FORMATS = ("csv", "pdf", "fhir", "edf", "vital")
@@ -38,13 +38,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--waves", action="store_true",
                    help="csv: add waves.csv; fhir: add waves as valueSampledData (both off "
                    "by default; edf and vital always hold the waves)")
-    p.add_argument("--interval", type=float, metavar="SECONDS",
+    p.add_argument("--interval", type=finite_float, metavar="SECONDS",
                    help="fhir: one Observation per channel per this many seconds (default "
                    "60; 0 = every reading; NIBP is always every measurement)")
     p.add_argument("--bundle", choices=("collection", "transaction"),
                    help="fhir: Bundle type (default collection; transaction can be POSTed "
                    "to a FHIR server)")
-    p.add_argument("--hold", type=float, metavar="SECONDS",
+    p.add_argument("--hold", type=finite_float, metavar="SECONDS",
                    help="edf: hold a numeric at most this long when no new value came "
                    "(default 10)")
     p.set_defaults(func=run)
@@ -81,17 +81,16 @@ def _pdf_module() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.export import ExportError, export_session
-    from kapmonitor.store import Store, StoreError
 
+    ref = session_ref(args.session)
     out = Path(args.out).expanduser()
+    if not out.parent.is_dir():
+        raise CliError(f"--out {args.out}: the folder {out.parent} does not exist")
     options = _options(args)
     pdf = _pdf_module() if args.fmt == "pdf" else None
-    store = Store.open(db_option(args))
+    store = open_store(args, create=False)
     try:
-        try:
-            row = store.session_row(args.session)
-        except StoreError as exc:
-            raise CliError(str(exc)) from None
+        row = store.session_row(ref)
         try:
             if pdf is not None:
                 result = pdf.export_session(store.engine, row.id, out, **options)

@@ -9,8 +9,9 @@ of a session a crash left open), and the window runs until the session is closed
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from .common import db_option
+from .common import CliError, open_store
 
 NAME = "gui"
 
@@ -46,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from serial.tools import list_ports
 
     from kapmonitor.drivers import registry
-    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, start_device
+    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, probe, start_device
     from kapmonitor.session import LiveSession
-    from kapmonitor.store import Store
     from kapmonitor.ui import theme
     from kapmonitor.ui.device_dialog import DeviceDialog, configured_devices
     from kapmonitor.ui.main_window import run_app
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(["kapmonitor"])
     theme.apply_theme(app)  # type: ignore[arg-type]
     settings = QSettings("kapmonitor", "kapmonitor")
-    store = Store.open(db_option(args))
+    store = open_store(args, create=True)
     try:
         specs = configured_devices(settings)
         choice = "configure" if args.devices else ("use" if specs else _ask_demo())
@@ -83,19 +83,21 @@ def run(args: argparse.Namespace) -> int:
                     session.close()  # type: ignore[attr-defined]
                 rig.stop()  # type: ignore[attr-defined]
                 links.cleanup()  # type: ignore[attr-defined]
+        # every configured device is checked, and its port opened once, before the nurse
+        # fills in the setup dialog and before a session exists
+        parsed: list[Any] = []
+        for text in specs:
+            try:
+                spec = parse_spec(text, [p.name for p in parsed])
+                probe(spec)
+            except DeviceSpecError as exc:
+                raise CliError(f"configured device {text!r}: {exc}") from None
+            parsed.append(spec)
         setup = SetupDialog(store)
         if setup.exec() != QDialog.DialogCode.Accepted:
             return 0
         session = LiveSession(store, setup.config()).start()
-        taken: list[str] = []
-        for text in specs:
-            try:
-                spec = parse_spec(text, taken)
-            except DeviceSpecError as exc:
-                session.close()
-                raise SystemExit(f"kapmonitor: error: configured device {text!r}: {exc}") \
-                    from None
-            taken.append(spec.name)
+        for spec in parsed:
             start_device(spec, session.attach, session.bus.publish)
         return run_app(session, settings=settings)
     finally:

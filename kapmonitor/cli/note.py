@@ -11,8 +11,11 @@ TEXT is optional: omitted (or empty), it is filled from the library: a cue or ta
 phase's name. Given, it is the entry's free text (for a cue: "Safe place: <TEXT>"; for an
 assessment: "<summary>; <TEXT>"). ``-`` reads TEXT from standard input.
 
-Refusals exit 2 with one line: unknown session, unknown cue or scale, a score out of range,
-an ``--amends`` that names an entry of another session.
+Refusals exit 2 with one line and write nothing: unknown session, unknown cue or scale, a
+score out of range, an ``--amends`` that names an entry of another session, a time more
+than 24 h away from the session (``--at 2126-...`` for 2026 is a typo, not a note for next
+century, and a time nothing can draw or export), text longer than the record keeps. The
+database must exist: a note never creates one.
 """
 
 from __future__ import annotations
@@ -20,12 +23,22 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import re
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .common import CliError, db_option
+from .common import (
+    MAX_ID,
+    CliError,
+    bounded_int,
+    finite_float,
+    open_store,
+    session_ref,
+    text_field,
+    text_limit,
+)
 
 if TYPE_CHECKING:
     from kapmonitor.store import Store
@@ -33,6 +46,12 @@ if TYPE_CHECKING:
 NAME = "note"
 KINDS = ("observation", "cue", "assessment", "phase")
 _SESSION_TIME = re.compile(r"^([+-])?(?:(\d+):)?(\d+):(\d{1,2}(?:\.\d+)?)$")
+#: An entry's time may lie this far before its session began or after it ended (a note
+#: written up the next morning); beyond it, it is a mistyped date.
+WINDOW_US = 24 * 3600 * 1_000_000
+#: Longest note text: the room's notes are sentences, not documents; the limit keeps a
+#: pasted file out of the record and every table that shows the entry.
+TEXT_MAX = 4000
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--code", metavar="CODE",
                    help="cue or tag id (IMG-SAFE, OBS-TEARFUL), scale id (nausea-nrs, "
                    "moaa-s, aldrete, ...) or phase (infusion, emergence, recovery, ...)")
-    p.add_argument("--value", type=float, metavar="V",
+    p.add_argument("--value", type=finite_float, metavar="V",
                    help="assessment score: the level of a one-item scale, or the total of a "
                    "questionnaire scored on paper (scales that allow a total alone)")
     p.add_argument("--item", action="append", default=[], metavar="KEY=SCORE",
@@ -75,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     when.add_argument("--at-session-time", metavar="MM:SS",
                       help="when it happened, as session time since the infusion start "
                       "(MM:SS or H:MM:SS; before the start write --at-session-time=-05:00)")
-    p.add_argument("--amends", type=int, metavar="ID",
+    p.add_argument("--amends", type=bounded_int(1, MAX_ID, "an entry id"), metavar="ID",
                    help="correct entry ID of this session: a new version pointing at it; "
                    "kind, code and time are taken from it unless given")
     p.add_argument("--cues", metavar="PATH",
@@ -91,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def parse_session_time(text: str) -> int:
     """``"05:30"`` -> 330 000 000 µs; ``"-2:00"`` (baseline) and ``"1:05:30"`` too."""
-    m = _SESSION_TIME.match(text.strip())
+    m = _SESSION_TIME.match(text.strip()) if len(text) <= 32 else None
     if not m:
         raise CliError(f"--at-session-time must look like MM:SS or H:MM:SS, got {text!r}")
     sign, hours, minutes, seconds = m.groups()
@@ -116,12 +135,30 @@ def format_session_time(t_us: int, t0_us: int | None) -> str:
 def _parse_at(text: str) -> int:
     try:
         t = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if t.tzinfo is None:
+            t = t.astimezone()  # naive means local wall-clock time
+        return round(t.timestamp() * 1e6)
+    except (ValueError, OverflowError, OSError):  # not a time, or one no clock can hold
         raise CliError(f"--at must be an ISO time like 2026-05-09T14:35:10, got {text!r}"
                        ) from None
-    if t.tzinfo is None:
-        t = t.astimezone()  # naive means local wall-clock time
-    return round(t.timestamp() * 1e6)
+
+
+def _check_time(t_us: int, session: Any, option: str, now: int) -> None:
+    """Refuse a time more than ``WINDOW_US`` before the session began or after it ended
+    (or after now, for a session still open)."""
+    begin = session.created_us if session.t0_us is None else min(session.created_us,
+                                                                   session.t0_us)
+    end = session.closed_us if session.closed_us is not None else max(now, begin)
+    if begin - WINDOW_US <= t_us <= end + WINDOW_US:
+        return
+    span = (f"ran from {_local(begin)} to {_local(end)}" if session.closed_us is not None
+            else f"began {_local(begin)} and is still open")
+    raise CliError(f"{option} is outside session {session.id}, which {span}: an entry may "
+                   "be at most 24 h before or after its session (check the date)")
+
+
+def _local(t_us: int) -> str:
+    return datetime.fromtimestamp(t_us / 1e6, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _parse_items(items: list[str]) -> dict[str, float]:
@@ -136,6 +173,8 @@ def _parse_items(items: list[str]) -> dict[str, float]:
         try:
             out[key] = float(raw)
         except ValueError:
+            out[key] = math.nan
+        if not math.isfinite(out[key]):
             raise CliError(f"--item {key}: {raw.strip()!r} is not a number") from None
     return out
 
@@ -255,20 +294,26 @@ def _content(kind: str, code: str, text: str, args: argparse.Namespace) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.model import now_us
-    from kapmonitor.store import Store, StoreError
+    from kapmonitor.store.schema import AnnotationRow
 
+    ref = session_ref(args.session)
     text = args.text
     if text == "-":
         text = sys.stdin.read()
+    text = text_field(text, "TEXT", TEXT_MAX, one_line=False)
     code = (args.code or "").strip()
+    author = text_field(args.author if args.author is not None else _login(), "--author",
+                        text_limit(AnnotationRow.__table__.c.author))
+    # times are parsed before the database is opened: a typo is refused without touching it
+    at_us = None if args.at is None else _parse_at(args.at)
+    offset_us = (None if args.at_session_time is None
+                 else parse_session_time(args.at_session_time))
+    if args.cues is not None:
+        _library(args)  # a clinic file named on the command line must be readable
 
-    store = Store.open(db_option(args))
+    store = open_store(args, create=False)
     try:
-        try:
-            session = store.session_row(args.session)
-        except StoreError as exc:
-            raise CliError(str(exc)) from None
-
+        session = store.session_row(ref)
         kind = args.kind
         t_us: int | None = None
         if args.amends is not None:
@@ -286,22 +331,21 @@ def run(args: argparse.Namespace) -> int:
             kind = _infer_kind(code, args) if code else "observation"
         content = _content(kind, code, text, args)
 
-        if args.at is not None:
-            t_us = _parse_at(args.at)
-        elif args.at_session_time is not None:
+        now = now_us()
+        if at_us is not None:
+            t_us = at_us
+            _check_time(t_us, session, f"--at {args.at}", now)
+        elif offset_us is not None:
             if session.t0_us is None:
                 raise CliError(f"session {session.id} has no infusion start yet, so there is "
                                "no session time; use --at ISO-TIME")
-            t_us = session.t0_us + parse_session_time(args.at_session_time)
+            t_us = session.t0_us + offset_us
+            _check_time(t_us, session, f"--at-session-time {args.at_session_time}", now)
         if t_us is None:
-            t_us = now_us()
-        author = args.author if args.author is not None else _login()
-        try:
-            new_id = store.add_annotation(
-                session.id, content["kind"], content["text"], t_us=t_us, author=author,
-                code=content["code"], value=content["value"], amends_id=args.amends)
-        except StoreError as exc:
-            raise CliError(str(exc)) from None
+            t_us = now
+        new_id = store.add_annotation(
+            session.id, content["kind"], content["text"], t_us=t_us, author=author,
+            code=content["code"], value=content["value"], amends_id=args.amends)
     finally:
         store.close()
 

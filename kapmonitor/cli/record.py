@@ -3,6 +3,14 @@
 Alarms are evaluated and stored by the same core the GUI uses; the record ends after
 ``--duration`` or on SIGINT/SIGTERM, with a clean close that writes everything queued.
 Sessions a crashed recorder left open are recovered first (and reported).
+
+Everything given is checked before anything is written, so a refused command leaves no
+session behind: the programme (weight, dose, duration, concentration) by the same
+``dosing.check_programme`` as ``kapmonitor dose`` and the setup dialog (refusals exit 2;
+a value outside the usual range is recorded with a warning on standard error, as there is
+no one to confirm it here), text fields by their database columns, and every device: its
+specification, then its port, opened once exclusively, so a port another recorder holds
+is refused instead of splitting its bytes between two records.
 """
 
 from __future__ import annotations
@@ -13,9 +21,26 @@ import sys
 import threading
 from typing import Any
 
-from .common import CliError, db_option
+from .common import (
+    CliError,
+    bounded_int,
+    finite_float,
+    open_store,
+    positive_float,
+    text_field,
+    text_limit,
+)
 
 NAME = "record"
+#: Longest --duration: a KAP session lasts hours; without --duration the record runs until
+#: stopped, so a longer one is a typo (and beyond a timer's range at some point).
+MAX_DURATION_S = 7 * 24 * 3600.0
+#: Longest simulated speed-up (the simulator keeps up to a few hundred times).
+MAX_SPEED = 1000.0
+#: --epoch: microseconds since 1970, up to the last day of year 9999.
+MAX_EPOCH_US = 253_402_300_799_999_999
+#: The clinicians column is free text; a room's list of names fits in this.
+CLINICIANS_MAX = 256
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,28 +53,32 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--device", "-d", action="append", default=[], metavar="PROTOCOL=PORT",
                    help="a device, e.g. intellivue=/dev/ttyUSB0 or "
                    "bbraun-bcc=socket://10.1.2.3:4001,name=pump (repeatable)")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="stop after this many seconds of (simulated) time")
-    p.add_argument("--patient", help="pseudonymous patient id")
-    p.add_argument("--weight", type=float, metavar="KG")
-    p.add_argument("--mg-per-kg", type=float, metavar="D")
-    p.add_argument("--minutes", type=float, metavar="M", help="planned infusion duration")
-    p.add_argument("--concentration", type=float, metavar="MG_PER_ML")
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                   help="stop after this many seconds of (simulated) time (at most "
+                   f"{MAX_DURATION_S / 86400:g} days)")
+    p.add_argument("--patient", help="pseudonymous patient id (no names)")
+    p.add_argument("--weight", type=finite_float, metavar="KG",
+                   help="patient weight; checked like `kapmonitor dose` (clinical.md §1.4)")
+    p.add_argument("--mg-per-kg", type=finite_float, metavar="D", help="planned dose")
+    p.add_argument("--minutes", type=finite_float, metavar="M",
+                   help="planned infusion duration")
+    p.add_argument("--concentration", type=finite_float, metavar="MG_PER_ML")
     p.add_argument("--room", default="")
     p.add_argument("--clinicians", default="")
     p.add_argument("--alarm", action="append", default=[], metavar="CH.SIDE=LIMIT",
                    help="alarm limit override, e.g. hr.high=130 (repeatable)")
-    p.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.add_argument("--epoch", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--speed", type=positive_float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--epoch", type=bounded_int(0, MAX_EPOCH_US, "microseconds since 1970"),
+                   default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.alarm_limits import AlarmLimits, LimitsError, parse_override_args
-    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, start_device
+    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, probe, start_device
     from kapmonitor.drivers.sim.clock import ScaledClock
-    from kapmonitor.session import LiveSession, SessionConfig
-    from kapmonitor.store import Store, recover_all
+    from kapmonitor.session import LiveSession
+    from kapmonitor.store import recover_all
 
     if not args.device:
         raise CliError("name at least one --device PROTOCOL=PORT (see `kapmonitor decode "
@@ -60,25 +89,35 @@ def run(args: argparse.Namespace) -> int:
             specs.append(parse_spec(text, [s.name for s in specs]))
     except DeviceSpecError as exc:
         raise CliError(str(exc)) from None
-    if args.weight is not None and not 30 <= args.weight <= 250:
-        raise CliError(f"weight {args.weight:g} kg is outside 30-250 kg (adult bounds, "
-                       "clinical.md §1.4)")
+    config, warnings = _config(args)
     try:
         limits = AlarmLimits.defaults().with_overrides(parse_override_args(args.alarm))
     except LimitsError as exc:
         raise CliError(str(exc)) from None
-    if args.duration is not None and args.duration <= 0:
-        raise CliError("--duration must be positive")
+    if args.duration is not None and args.duration > MAX_DURATION_S:
+        raise CliError(f"--duration {args.duration:g} s is longer than "
+                       f"{MAX_DURATION_S / 86400:g} days; leave it out to record until "
+                       "stopped")
+    if args.speed > MAX_SPEED:
+        raise CliError(f"--speed {args.speed:g} is above {MAX_SPEED:g}")
+    try:
+        for spec in specs:
+            probe(spec)
+    except DeviceSpecError as exc:
+        raise CliError(str(exc)) from None
 
+    for warning in warnings:
+        print(f"kapmonitor: warning: {warning} (recorded as given)", file=sys.stderr)
     clock = ScaledClock(args.speed, args.epoch)
-    store = Store.open(db_option(args))
-    for a in recover_all(store):
-        print(f"recovered session {a.session_id} left open earlier: {a.reason}",
-              file=sys.stderr)
-    config = SessionConfig(patient=args.patient, room=args.room, clinicians=args.clinicians,
-                           weight_kg=args.weight, dose_mg_per_kg=args.mg_per_kg,
-                           duration_min=args.minutes, concentration_mg_ml=args.concentration)
-    session = LiveSession(store, config, clock=clock, limits=limits).start()
+    store = open_store(args, create=True)
+    try:
+        for a in recover_all(store):
+            print(f"recovered session {a.session_id} left open earlier: {a.reason}",
+                  file=sys.stderr)
+        session = LiveSession(store, config, clock=clock, limits=limits).start()
+    except BaseException:
+        store.close()
+        raise
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -102,3 +141,25 @@ def run(args: argparse.Namespace) -> int:
           f"{stats.wave_samples} wave samples, {stats.events} events recorded; recorder "
           f"queue max {stats.max_backlog} batches, {stats.errors} write errors", flush=True)
     return 0
+
+
+def _config(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The session configuration, every field checked, and the warnings to print: the
+    programme by ``dosing.check_programme`` (the same check as ``kapmonitor dose`` and
+    the setup dialog, on the fields given), the text by its database column."""
+    from kapmonitor.dosing import DoseProgramme, check_programme
+    from kapmonitor.session import SessionConfig
+    from kapmonitor.store.schema import PatientRow, SessionRow
+
+    patient = text_field(args.patient, "--patient", text_limit(PatientRow.__table__.c.pseudonym))
+    room = text_field(args.room, "--room", text_limit(SessionRow.__table__.c.room))
+    clinicians = text_field(args.clinicians, "--clinicians", CLINICIANS_MAX)
+    check = check_programme(DoseProgramme(
+        weight_kg=args.weight, dose_mg_per_kg=args.mg_per_kg, duration_min=args.minutes,
+        concentration_mg_ml=args.concentration), partial=True)
+    if not check.ok:
+        raise CliError(check.reason())
+    config = SessionConfig(patient=patient or None, room=room, clinicians=clinicians,
+                           weight_kg=args.weight, dose_mg_per_kg=args.mg_per_kg,
+                           duration_min=args.minutes, concentration_mg_ml=args.concentration)
+    return config, [w.message for w in check.warnings]

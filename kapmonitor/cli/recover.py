@@ -1,11 +1,14 @@
-"""``kapmonitor recover``: close sessions that a crashed recorder left open."""
+"""``kapmonitor recover``: close sessions that a crashed recorder left open.
+
+A database that does not exist has nothing to recover: it is refused, not created.
+"""
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
 
-from .common import db_option
+from .common import open_store
 
 NAME = "recover"
 
@@ -19,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from kapmonitor.store import Store, recover_all
+    from kapmonitor.store import recover_all
 
-    store = Store.open(db_option(args))
+    store = open_store(args, create=False)
     try:
         done = recover_all(store)
     finally:

@@ -5,15 +5,20 @@ entries as they were at that moment) with play/pause at 1x/4x/16x/60x; see
 ``kapmonitor.ui.replay_window``. ``--screenshot PNG`` saves the window (the smoke test and
 the documentation picture), ``--at MM:SS`` puts the cursor at a session time first, and
 ``--quit-after SEC`` closes the window after SEC seconds of wall time.
+
+Reads only: a missing database is refused, never created.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .common import CliError, db_option
+from .common import CliError, finite_float, open_store, session_ref
 
 NAME = "replay"
+#: Longest --quit-after (wall seconds): a Qt timer counts milliseconds in 32 bits.
+MAX_QUIT_AFTER_S = 7 * 24 * 3600.0
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    "default: the infusion start")
     p.add_argument("--screenshot", metavar="PNG", help="save the window to PNG (then quit, "
                    "unless --quit-after says when)")
-    p.add_argument("--quit-after", type=float, metavar="SEC",
+    p.add_argument("--quit-after", type=finite_float, metavar="SEC",
                    help="close the window after SEC seconds (wall time)")
     p.set_defaults(func=run)
 
@@ -56,16 +61,16 @@ def _cursor(args: argparse.Namespace, store: object, session_id: int) -> int | N
 
 
 def run(args: argparse.Namespace) -> int:
-    from kapmonitor.store import Store, StoreError
-
+    ref = session_ref(args.session)
     if args.quit_after is not None and not args.quit_after > 0:
         raise CliError("--quit-after must be positive")
-    store = Store.open(db_option(args))
+    if args.quit_after is not None and args.quit_after > MAX_QUIT_AFTER_S:
+        raise CliError(f"--quit-after {args.quit_after:g} s is longer than "
+                       f"{MAX_QUIT_AFTER_S / 86400:g} days")
+    check_screenshot(args.screenshot)
+    store = open_store(args, create=False)
     try:
-        try:
-            row = store.session_row(args.session)
-        except StoreError as exc:
-            raise CliError(str(exc)) from None
+        row = store.session_row(ref)
         at_us = _cursor(args, store, row.id)
         from kapmonitor.ui.replay_window import run_replay
 
@@ -73,3 +78,15 @@ def run(args: argparse.Namespace) -> int:
                           quit_after=args.quit_after)
     finally:
         store.close()
+
+
+def check_screenshot(path: str | None) -> None:
+    """A ``--screenshot`` that could not be written is refused before a window opens
+    (the window would otherwise run and save nothing)."""
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise CliError(f"--screenshot {path} is a folder; give a .png file name")
+    if not target.parent.is_dir():
+        raise CliError(f"--screenshot {path}: the folder {target.parent} does not exist")

@@ -1,4 +1,8 @@
-"""``kapmonitor sessions``: the recorded sessions, as a table or as JSON."""
+"""``kapmonitor sessions``: the recorded sessions, as a table or as JSON.
+
+Reads only: a missing database is refused ("no database at PATH"), never created, so a
+mistyped ``--db`` cannot answer "no sessions recorded".
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-from .common import db_option
+from .common import open_store
 
 NAME = "sessions"
 
@@ -36,9 +40,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kapmonitor.store import Store, find_abandoned
+    from kapmonitor.store import find_abandoned
 
-    store = Store.open(db_option(args))
+    store = open_store(args, create=False)
     try:
         sessions = store.sessions()
         abandoned = {a.session_id: a.reason for a in find_abandoned(store)}

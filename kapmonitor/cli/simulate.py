@@ -14,9 +14,15 @@ import sys
 import threading
 from typing import Any
 
-from .common import CliError
+from .common import CliError, bounded_int, positive_float
 
 NAME = "simulate"
+#: Fastest simulated time; the peers keep up to a few hundred times real time.
+MAX_SPEED = 1000.0
+#: Seeds are 32-bit (numpy's generators take no more).
+SEED = bounded_int(0, 2**32 - 1, "a 32-bit seed")
+#: Microseconds since 1970, to the last day of year 9999.
+EPOCH = bounded_int(0, 253_402_300_799_999_999, "microseconds since 1970")
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,14 +37,16 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--scenario", default="standard",
                    help="scenario name or TOML file (see --list-scenarios)")
     p.add_argument("--list-scenarios", action="store_true", help="list shipped scenarios")
-    p.add_argument("--speed", type=float, default=1.0, help="time runs N times faster")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tcp", type=int, metavar="PORT",
+    p.add_argument("--speed", type=positive_float, default=1.0,
+                   help=f"time runs N times faster (at most {MAX_SPEED:g})")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--tcp", type=bounded_int(1, 65534, "the pump listens on PORT+1"),
+                   metavar="PORT",
                    help="listen on 127.0.0.1:PORT (pump on PORT+1) instead of ptys")
     p.add_argument("--link-dir", metavar="DIR",
                    help="also name the ptys DIR/monitor and DIR/pump (stable across a "
                    "simulated cable pull)")
-    p.add_argument("--epoch", type=int, metavar="US",
+    p.add_argument("--epoch", type=EPOCH, metavar="US",
                    help="anchor of the simulated clock in us since 1970 (share it with "
                    "`record --speed N --epoch US` to line records up with the truth log)")
     p.add_argument("--truth", metavar="FILE", help="write the ground truth as JSON lines")
@@ -56,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         for name in scenario_names():
             print(name)
         return 0
-    if not args.speed > 0:
-        raise CliError("--speed must be positive")
+    if args.speed > MAX_SPEED:
+        raise CliError(f"--speed {args.speed:g} is above {MAX_SPEED:g}")
     monitor = None if args.monitor == "none" else args.monitor
     pump = None if args.pump == "none" else args.pump
     for role, name in (("monitor", monitor), ("pump", pump)):
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve_forever(rig, ready, stop)
+    except BrokenPipeError:
+        raise  # the reader of the port lines went away: main() ends quietly
     except OSError as exc:
         raise CliError(f"cannot open the simulated ports: {exc}") from None
     return 0

@@ -233,6 +233,17 @@ def test_amendment_keeps_the_original(capsys, db) -> None:
     (["{running}", "x", "--at-session-time", "05:75"], "go up to 59"),
     (["{running}", "x", "--at", "yesterday"], "--at must be an ISO time"),
     (["{running}", "x", "--amends", "12345"], "--amends 12345: no such entry"),
+    # 2126 for 2026: refused, not stored where no plot, export or replay can place it
+    (["{running}", "x", "--at", "2126-01-01T00:00:00"], "is outside session 1, which began"),
+    (["{running}", "x", "--at", "0001-01-01T00:00:00+00:00"], "at most 24 h before or after"),
+    (["{running}", "x", "--at-session-time", "99999999998:59"], "is outside session"),
+    (["{running}", "x", "--at-session-time=-25:00:00"], "is outside session"),
+    (["{closed}", "x", "--at-session-time", "25:41:00"], "which ran from"),
+    (["{running}", "x" * 4001], "TEXT is 4001 characters long; at most 4000"),
+    (["{running}", "x", "--author", "a" * 129], "--author is 129 characters long; at most 128"),
+    (["{running}", "x", "--author", "nurse\nB"], "--author must be one line"),
+    (["99999999999999999999999", "x"], "no session '99999999999999999999999'"),
+    (["1%", "x"], "no session '1%'"),
 ])
 def test_refusals_exit_2_with_one_line_and_write_nothing(capsys, db, args: list[str],
                                                         reason: str) -> None:
@@ -242,6 +253,26 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(capsys, db, args: list[
     assert err.startswith("kapmonitor: error: ") and err.count("\n") == 1
     assert reason in err
     assert count_rows(db) == before
+
+
+def test_a_late_entry_within_a_day_of_the_session_is_accepted(capsys, db) -> None:
+    """The window is the session ±24 h: a note written up the next morning still lands."""
+    code, _, err = note(capsys, db, db["closed"], "written up the next morning",
+                          "--at-session-time", "24:40:00")  # closed at +100 min, then 23 h
+    assert code == 0, err
+    [e] = entries(db, db["closed"])
+    assert e.t_us == T0 + (24 * 60 + 40) * MIN
+    code, _, _ = note(capsys, db, db["running"], "before the start",
+                      "--at-session-time=-23:00:00")
+    assert code == 0
+
+
+def test_a_missing_database_is_refused_not_created(capsys, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such.sqlite"
+    assert main(["note", "1", "hello", "--db", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"kapmonitor: error: no database at {missing}\n"
+    assert not missing.parent.exists()
 
 
 def test_amends_of_an_entry_in_another_session_is_refused(capsys, db) -> None:
