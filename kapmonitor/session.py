@@ -148,6 +148,13 @@ class LiveSession:
         self.recorder = Recorder(store, self.session_id, on_error=self._db_error)
         self.live = LiveBuffers()
         self.t0_us: int | None = None if resume is None else resume.t0_us
+        #: who set t0: "pump" (its first report of delivery) or "manual" (Start infusion)
+        self.t0_source: str | None = None
+        #: the pump's first delivery after a manual t0, until a clinician decides
+        self.t0_proposal_us: int | None = None
+        self._t0_entry: Future[Any] | None = None
+        self._pump_started = False
+        self._t0_listeners: list[Callable[[int], object]] = []
         self.phase = Phase.BASELINE if resume is None else Phase(resume.phase)
         self.devices: dict[str, DeviceHandle] = {}
         self._dose_lock = threading.Lock()
@@ -191,6 +198,8 @@ class LiveSession:
         for state in stored_pump_states(self.store, st.session_id, st.pump_source):
             self._pump_source = state.source
             self._last_pump = state
+            if state.state in (PumpRunState.RUNNING, PumpRunState.BOLUS):
+                self._pump_started = True
             self._update_dose(state, replay=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -282,10 +291,65 @@ class LiveSession:
 
     def mark_infusion_start(self, t_us: int | None = None, *, author: str = "",
                             source: str = "manual") -> None:
+        """t0 by hand. With a pump connected, the pump's first delivery afterwards is
+        offered as the true t0 (``t0_proposal_us``, ``on_t0_proposal``): issue 13 item 1, a
+        manual start 9.5 min early otherwise shifts every session time in the record."""
         t_us = t_us if t_us is not None else self.clock()
-        self.t0_us = t_us
-        self.phase = Phase.INFUSION
-        self._record_infusion_start(t_us, author or source)
+        with self._dose_lock:
+            self.t0_us = t_us
+            self.t0_source = source
+            self.phase = Phase.INFUSION
+        self._t0_entry = self._record_infusion_start(t_us, author or source)
+
+    def pump_running(self) -> bool | None:
+        """Whether the session's pump reports delivery now; None without a pump."""
+        pump = self._last_pump
+        if pump is None:
+            return None
+        return pump.state in (PumpRunState.RUNNING, PumpRunState.BOLUS)
+
+    def on_t0_proposal(self, callback: Callable[[int], object]) -> None:
+        """``callback(pump_start_us)`` when a pump starts delivering after a manual t0.
+        Called on the pump's reader thread: a GUI relays it to its own thread."""
+        self._t0_listeners.append(callback)
+
+    def accept_pump_t0(self, *, author: str = "") -> Future[Any]:
+        """Move t0 to the pump's first delivery: the session's t0 is updated (the audit
+        keeps the manual value) and the Infusion phase entry is amended (the original entry
+        stays, pointing at nothing new; the amendment points at it)."""
+        with self._dose_lock:
+            new = self.t0_proposal_us
+            if new is None:
+                raise ValueError("no pump start to move t0 to")
+            old = self.t0_us
+            self.t0_us, self.t0_source, self.t0_proposal_us = new, "pump", None
+            if self._estimator is not None and self._estimator.start_us != new:
+                self._estimator = None  # rebuilt from the pump's start at its next report
+        entry, sid, now = self._t0_entry, self.session_id, self.clock()
+        shift = (new - old) / 60e6 if old is not None else 0.0
+
+        def write(conn: Connection) -> int:
+            self.store.set_infusion_start(sid, new, now, conn=conn)
+            text = (f"Infusion (t0 moved {shift:+.1f} min to the pump's first delivery; "
+                    "the manual start is kept in the amended entry)")
+            if entry is None:
+                return self.store.add_annotation(sid, "phase", text, t_us=new, author=author,
+                                                 code=Phase.INFUSION.value, conn=conn)
+            return self.store.amend_annotation(int(entry.result()), text=text, t_us=new,
+                                               author=author, conn=conn)
+        return self.recorder.submit(write, "t0 moved to the pump's start")
+
+    def keep_manual_t0(self, reason: str, *, author: str = "") -> Future[int]:
+        """Keep the manual t0 although the pump started later; the reason is recorded."""
+        if not reason.strip():
+            raise ValueError("say why the manual start time is kept")
+        with self._dose_lock:
+            pump = self.t0_proposal_us
+            self.t0_proposal_us = None
+        where = (f" (the pump started delivering at session time "
+                 f"{(pump - (self.t0_us or pump)) / 60e6:+.1f} min)") if pump else ""
+        return self.add_entry("observation", f"Manual infusion start kept{where}: {reason}",
+                              author=author, code="t0-kept-manual")
 
     def _record_infusion_start(self, t_us: int, author: str) -> Future[Any]:
         """t0 and its phase entry in one transaction on the recorder's thread: called from
@@ -451,17 +515,30 @@ class LiveSession:
                 if m.source != self._pump_source:
                     continue
                 self._last_pump = m
-                if self.t0_us is None and m.state in (PumpRunState.RUNNING, PumpRunState.BOLUS):
+                delivering = m.state in (PumpRunState.RUNNING, PumpRunState.BOLUS)
+                started = proposal = False
+                if delivering and self.t0_us is None:
                     # t0 and phase change together, before anything is published, so every
                     # reader sees one consistent timeline
                     self.t0_us = m.t_us
+                    self.t0_source = "pump"
                     self.phase = Phase.INFUSION
                     started = True
-                else:
-                    started = False
+                elif (delivering and not self._pump_started and self.t0_source == "manual"
+                      and self.t0_proposal_us is None):
+                    self.t0_proposal_us = m.t_us
+                    proposal = True
+                if delivering:
+                    self._pump_started = True
                 out += self._update_dose(m)
             if started:
-                self._record_infusion_start(m.t_us, "pump")
+                self._t0_entry = self._record_infusion_start(m.t_us, "pump")
+            if proposal:
+                for cb in list(self._t0_listeners):
+                    try:
+                        cb(m.t_us)
+                    except Exception:
+                        log.exception("t0 proposal listener failed")
             if (m.state is PumpRunState.COMPLETE and self.phase is Phase.INFUSION):
                 self.set_phase(Phase.EMERGENCE, m.t_us, author="pump")
         if out:

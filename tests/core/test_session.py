@@ -113,3 +113,65 @@ def test_pump_start_sets_t0_and_dose_and_plasma_estimate_flow(store: Store) -> N
     finally:
         session.close()
         server.stop()
+
+
+def test_manual_start_then_pump_start_moves_t0_when_accepted(store: Store,
+                                                              db_path: Path) -> None:
+    """Issue 13 item 1: "Start infusion" pressed while the pump was stopped made that moment
+    t0 for good. The pump's first delivery is offered instead; accepted, it becomes t0 in
+    the record (the manual entry kept, amended), so every session time is right."""
+    clock = ScaledClock(60.0)
+    pump = ProgrammedPump(rate_ml_h=52.5, vtbi_ml=35.0)
+    server = PtyServer(BBraunPeer(pump), clock=clock, name="pump").start()
+    config = SessionConfig(patient="KAP-11", weight_kg=70.0, dose_mg_per_kg=0.5,
+                           duration_min=40, concentration_mg_ml=1.0)
+    session = LiveSession(store, config, clock=clock).start()
+    proposals: list[int] = []
+    session.on_t0_proposal(proposals.append)
+    try:
+        session.attach("pump", DeviceRunner(server.url, BBraunHost("pump"), session.bus.publish,
+                                            clock=clock), protocol="bbraun-bcc")
+        wait_until(lambda: session.live.pumps)
+        assert session.pump_running() is False
+        session.mark_infusion_start(author="RN A")
+        manual = session.t0_us
+        wait_until(lambda: clock() > manual + 9.5 * 60e6)
+        pump.start(clock())
+        wait_until(lambda: proposals)
+        assert session.t0_us == manual  # nothing moves without the nurse
+        assert session.t0_proposal_us == proposals[0] > manual + 9.5 * 60e6
+        moved = session.accept_pump_t0(author="RN A")
+        moved.result(timeout=30)
+        assert session.t0_us == proposals[0]
+        wait_until(lambda: session.last_dose is not None and session.last_dose.delivered_mg)
+        assert session.session_time_s() < 120  # T+ counts from the pump, not 9.5 min early
+    finally:
+        session.close()
+        server.stop()
+    with sqlite3.connect(db_path) as conn:
+        (t0,) = conn.execute("SELECT t0_us FROM session").fetchone()
+        entries = conn.execute("SELECT id, t_us, amends_id, author FROM annotation WHERE "
+                               "kind='phase' AND code='infusion' ORDER BY id").fetchall()
+        audit_t0 = [p for (p,) in conn.execute(
+            "SELECT payload FROM audit WHERE table_name='session' ORDER BY id")]
+    assert t0 == proposals[0]
+    (first_id, first_t, first_amends, _), (_, second_t, second_amends, who) = entries
+    assert (first_t, first_amends) == (manual, None)  # the manual entry is kept
+    assert (second_t, second_amends, who) == (proposals[0], first_id, "RN A")
+    assert any(f'"t0_us":{manual}' in p for p in audit_t0)  # the audit keeps the old t0
+
+
+def test_keeping_the_manual_start_needs_a_reason(store: Store, db_path: Path) -> None:
+    session = LiveSession(store, SessionConfig(patient="KAP-11b")).start()
+    try:
+        session.mark_infusion_start(author="RN A")
+        with pytest.raises(ValueError, match="why"):
+            session.keep_manual_t0("  ")
+        session.keep_manual_t0("IM dose given by hand; pump only for fluids",
+                               author="RN A").result(timeout=30)
+    finally:
+        session.close()
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT code, text FROM annotation WHERE kind='observation'")
+        (code, text), = rows.fetchall()
+    assert code == "t0-kept-manual" and "IM dose given by hand" in text
