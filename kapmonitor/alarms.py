@@ -42,8 +42,10 @@ Latching (§5.3 app default): a physiological condition that reached HIGH priori
 acknowledged while present stays in :meth:`AlarmEngine.active` after it ends, with
 ``latched=True``, at the highest priority it reached, silent (the visual signal stays, the
 sound stops), until :meth:`reset` or :meth:`acknowledge`. A condition acknowledged while
-present is removed when it ends (the user already knows). Medium/low physiological,
-technical and advisory conditions never latch. A latched condition that recurs is raised
+present is removed when it ends (the user already knows). A high-priority pump alarm that
+stopped the infusion latches the same way (issue 13: an occlusion the pump cleared by itself
+was gone before anyone saw it). Other medium/low physiological, technical and advisory
+conditions never latch. A latched condition that recurs is raised
 again on the same key and keeps its latch until reset.
 
 Acknowledge (§5.3, IEC 60601-1-8 A2): per condition; its sound stops, its visual stays. If it
@@ -246,7 +248,7 @@ class _Cond:
 
     __slots__ = (
         "ack_us", "acknowledged", "channel", "key", "kind", "latched", "limit", "message",
-        "peak", "present", "priority", "raised_us", "reminder_due_us", "source",
+        "peak", "present", "priority", "raised_us", "reminder_due_us", "source", "sticky",
         "updated_us", "value",
     )
 
@@ -268,6 +270,9 @@ class _Cond:
         self.value: float | None = None
         self.limit: float | None = None
         self.message = ""
+        #: a technical condition that latches like a high physiological one: a pump alarm
+        #: that stopped the infusion (issue 13 item 5: it cleared itself unseen)
+        self.sticky = False
 
     @property
     def audible(self) -> bool:
@@ -780,7 +785,7 @@ class AlarmEngine:
         """The condition no longer exists: latch it or remove it."""
         c.present = False
         c.value, c.updated_us = value, t
-        if (c.kind is AlarmKind.PHYSIOLOGICAL and c.peak is Priority.HIGH
+        if (((c.kind is AlarmKind.PHYSIOLOGICAL and c.peak is Priority.HIGH) or c.sticky)
                 and not c.acknowledged):
             c.latched = True
             c.message = message + _LATCHED_SUFFIX
@@ -1159,21 +1164,27 @@ class AlarmEngine:
             code = _tag(a.code.lower()) or "unclassified"
             fallback = Priority.HIGH if a.high_priority else Priority.MEDIUM
             text = f": {a.text}" if a.text else ""
+            # words first, what to do next; the wire code only as the detail (issue 13)
             if code == "unclassified":
                 key = f"tech.{s.tag}.pump.unclassified.{_tag(a.raw) or 'blank'}"
-                msg = f"Pump alarm (unclassified), code {a.raw!r}{text} [{s.name}]"
+                detail = f", {a.text}" if a.text else ""
+                msg = f"PUMP ALARM \u2014 check pump [{s.name}] (code {a.raw!r}{detail})"
             else:
                 key = f"tech.{s.tag}.pump.{code}"
-                msg = f"Pump {code.replace('_', ' ').upper()}{text} [{s.name}]"
+                msg = f"PUMP {code.replace('_', ' ').upper()} \u2014 check pump [{s.name}]{text}"
             want[key] = (prios.get(code, fallback), msg)
         if ps.state is PumpRunState.ALARM and not ps.alarms:
             want[f"tech.{s.tag}.pump.alarm"] = (
-                Priority.HIGH, f"Pump stopped by an alarm it did not describe [{s.name}]"
+                Priority.HIGH, f"PUMP STOPPED BY AN ALARM \u2014 check pump [{s.name}]"
             )
+        stopped = ps.state not in (PumpRunState.RUNNING, PumpRunState.BOLUS)
         for key in s.pump_keys - want.keys():
             self._clear_technical(key, t, "", out)
         for key, (prio, msg) in want.items():
             self._set_technical(key, prio, msg, t, ps.source, out)
+            c = self._conds.get(key)
+            if c is not None and stopped and prio is Priority.HIGH:
+                c.sticky = True  # it stopped the infusion: stays until acknowledged
         s.pump_keys = set(want)
 
     # ------------------------------------------------------------ time

@@ -852,3 +852,34 @@ def test_data_from_a_pump_in_a_rack_keeps_its_link_alive() -> None:
                                 source="pump/slot11")])
         eng.tick(t + k * 5_000_000 + 4_000_000)
     assert not [a for a in eng.active() if a.key.startswith("tech.pump")]
+
+
+def test_pump_alarm_that_stopped_the_infusion_latches_until_acknowledged(eng):
+    """Issue 13 item 5: an occlusion that cleared itself was gone before anyone saw it."""
+    occl = PumpAlarm("occlusion", "INA3,1")
+    (ev,) = eng.evaluate([pump(0, occl, state=PumpRunState.ALARM)])
+    assert ev.message.startswith("PUMP OCCLUSION \u2014 check pump")
+    (clr,) = eng.evaluate([pump(5)])  # running again: the condition ended
+    assert clr.action is CLEAR and clr.latched
+    (a,) = eng.active()
+    assert (a.key, a.present, a.latched, a.audible) == (ev.key, False, True, False)
+    eng.acknowledge(ev.key, 6 * S, user="RN A")
+    assert eng.active() == []
+
+
+def test_pump_alarm_acknowledged_while_present_or_not_stopping_does_not_latch(eng):
+    occl = PumpAlarm("occlusion", "b10")
+    eng.evaluate([pump(0, occl, state=PumpRunState.ALARM)])
+    eng.acknowledge("tech.pump1.pump.occlusion", S, user="RN A")
+    eng.evaluate([pump(2)])
+    near = PumpAlarm("near_end", "NE", high_priority=False)
+    eng.evaluate([pump(3, near)])  # a notice while still running
+    eng.evaluate([pump(4)])
+    assert eng.active() == []
+
+
+def test_unclassified_pump_alarm_reads_in_words_first(eng):
+    (ev,) = eng.evaluate([pump(0, PumpAlarm("unclassified", "INA3,1", "pump alarm (type "
+                                            "unknown)"), state=PumpRunState.ALARM)])
+    assert ev.message.startswith("PUMP ALARM \u2014 check pump [pump1]")
+    assert "'INA3,1'" in ev.message
