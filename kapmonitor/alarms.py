@@ -285,13 +285,15 @@ class _Side:
 
     __slots__ = (
         "base", "channel", "delay_us", "esc_onset", "escalate", "hy", "key", "label",
-        "last_value", "medium", "onset", "precision", "source", "unit", "word",
+        "last_value", "low", "medium", "onset", "precision", "source", "unit", "word",
+        "worst",
     )
 
     def __init__(self, lim: ChannelLimits, low: bool) -> None:
         self.channel = lim.channel
         self.key = f"{lim.channel}.{'low' if low else 'high'}"
         self.word = "LOW" if low else "HIGH"
+        self.low = low
         med = lim.low if low else lim.high
         assert med is not None
         self.medium: Threshold = med
@@ -306,6 +308,8 @@ class _Side:
         self.esc_onset: int | None = None
         self.last_value = math.nan
         self.source = ""
+        #: the worst value of the episode (lowest for a low side), shown beside the current
+        self.worst: float | None = None
 
 
 class _Chan:
@@ -901,6 +905,7 @@ class AlarmEngine:
             side.esc_onset = None
             if cond is None or not cond.present:
                 side.onset = None
+                side.worst = None
         if c.apnoea_below is not None and not self._present("rr.apnoea"):
             self._apnoea_onset[c.channel] = None
         if c.hold in ("spo2", "rate") and not self._present(f"advisory.hold.{_HOLD_KEY[c.hold]}"):
@@ -911,8 +916,15 @@ class AlarmEngine:
         return c is not None and c.present
 
     def _side_message(self, s: _Side, prio: Priority, v: float) -> tuple[str, float]:
+        """The current value first, then the limit, then the worst value of the episode
+        when it differs (issue 13 item 6: the text kept the onset value while the tile
+        showed a worse one)."""
         th = s.escalate if (prio is Priority.HIGH and s.escalate is not None) else s.medium
-        return (f"{s.label} {s.word} {_fv(v, s.precision)} {s.unit} ({th.text()})", th.value)
+        worst = ""
+        if s.worst is not None and _fv(s.worst, s.precision) != _fv(v, s.precision):
+            worst = f"; worst {_fv(s.worst, s.precision)}"
+        return (f"{s.label} {s.word} {_fv(v, s.precision)} {s.unit} ({th.text()}{worst})",
+                th.value)
 
     def _side_reading(self, s: _Side, v: float, t: int, source: str,
                       out: list[AlarmEvent]) -> None:
@@ -923,6 +935,8 @@ class AlarmEngine:
         cond = self._conds.get(s.key)
         present = cond is not None and cond.present
         if med or esc:
+            if s.worst is None or (v < s.worst if s.low else v > s.worst):
+                s.worst = v
             if s.onset is None:
                 s.onset = t
             if esc:
@@ -934,13 +948,17 @@ class AlarmEngine:
             s.esc_onset = None
             if not present:
                 s.onset = None
+                s.worst = None
                 return
         if present:
             assert cond is not None
             if not med and s.medium.cleared(v, s.hy):
                 s.onset = None
+                worst = "" if s.worst is None else (f"; worst {_fv(s.worst, s.precision)} "
+                                                    f"{s.unit}")
+                s.worst = None
                 self._end(cond, t, v, f"{s.label} {s.word} cleared at {_fv(v, s.precision)} "
-                          f"{s.unit}", out)
+                          f"{s.unit}{worst}", out)
                 return
             if (cond.priority is Priority.HIGH and s.escalate is not None
                     and s.base is not Priority.HIGH and s.escalate.cleared(v, s.hy)):
@@ -948,6 +966,10 @@ class AlarmEngine:
                 self._reprioritise(cond, s.base, t, v, lim, msg, out)
             else:
                 cond.value, cond.updated_us = v, t
+                if med or esc:  # the text follows the value (no event: the display reads it)
+                    cond.message = self._side_message(s, cond.priority, v)[0] + (
+                        ": escalated to high" if cond.message.endswith("escalated to high")
+                        else "")
         self._side_due(s, t, out)
 
     def _side_due(self, s: _Side, t: int, out: list[AlarmEvent]) -> None:

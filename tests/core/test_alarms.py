@@ -883,3 +883,14 @@ def test_unclassified_pump_alarm_reads_in_words_first(eng):
                                             "unknown)"), state=PumpRunState.ALARM)])
     assert ev.message.startswith("PUMP ALARM \u2014 check pump [pump1]")
     assert "'INA3,1'" in ev.message
+
+
+def test_alarm_text_shows_the_current_and_the_worst_value(eng):
+    """Issue 13 item 6: the text kept the onset value (SpO2 91) while the tile showed 88."""
+    play(eng, [series(SPO2, 91, 0, 10), rd(SPO2, 89, 11), rd(SPO2, 90, 12)])
+    (a,) = eng.active()
+    assert a.message.startswith("SpO2 LOW 90 %") and "worst 89" in a.message
+    assert a.value == 90
+    events = play(eng, [rd(SPO2, 94, 13)])
+    (clr,) = [e for e in events if e.action is CLEAR]
+    assert "cleared at 94 %" in clr.message and "worst 89 %" in clr.message

@@ -444,3 +444,27 @@ def test_scenario_from_a_file_and_a_direct_programme(tmp_path: Path) -> None:
     other = dataclasses.replace(sc, profile=dataclasses.replace(sc.profile, archetype="typical"))
     assert Simulation.from_scenario(other, start_us=START).patient.truth(START)[
         "archetype"] == "typical"
+
+
+def test_desaturation_scenario_raises_its_apnoea_alarm() -> None:
+    """Issue 13 item 6: the scenario's header expects a high-priority apnoea alarm; its
+    20-s RR 0 with EtCO2 still reading 24 gave only a medium "RR LOW 0"."""
+    from kapmonitor.alarms import AlarmEngine
+    from kapmonitor.drivers.sim.scenario import Simulation
+    from kapmonitor.model import Channel, Reading
+
+    t0 = 1_800_000_000_000_000
+    sim = Simulation(load_scenario("desaturation"), seed=7, start_us=t0)
+    eng = AlarmEngine()
+    events = []
+    for s in range(26 * 60, 29 * 60):
+        t = t0 + 10 * 60_000_000 + s * 1_000_000  # 10 min baseline, then session time s
+        values = sim.patient.numerics(t)
+        events += eng.evaluate([Reading(ch, float(values[ch]), t, "mon")
+                                for ch in (Channel.RR, Channel.ETCO2, Channel.SPO2)
+                                if values.get(ch) is not None])
+        events += eng.tick(t)
+    raised = [e for e in events if e.key == "rr.apnoea" and e.action.value == "raise"]
+    assert len(raised) == 1 and raised[0].priority.value == "high"
+    minute = (raised[0].t_us - t0) / 60e6 - 10
+    assert 27 + 20 / 60 <= minute <= 27 + 23 / 60  # 20 s after breathing stopped
