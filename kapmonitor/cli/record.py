@@ -134,12 +134,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        session.close()
+        unwritten = session.close()
         stats = session.recorder.stats
         store.close()
+    lost = ""
+    if stats.dropped_wave_samples or stats.dropped_numerics:
+        lost = (f"; {stats.dropped_wave_samples} wave samples and {stats.dropped_numerics} "
+                "numerics dropped while the database was unavailable (counted in the record)")
+    if unwritten:  # the database refused to the end: say what is missing, exit 1
+        print(f"session {session.session_id} NOT closed: {unwritten}; it stays open and "
+              f"`kapmonitor recover` closes it with a gap marker{lost}", file=sys.stderr,
+              flush=True)
+        return 1
     print(f"session {session.session_id} closed: {stats.numerics} numerics, "
           f"{stats.wave_samples} wave samples, {stats.events} events recorded; recorder "
-          f"queue max {stats.max_backlog} batches, {stats.errors} write errors", flush=True)
+          f"queue max {stats.max_backlog} batches, {stats.errors} write errors{lost}",
+          flush=True)
     return 0
 
 

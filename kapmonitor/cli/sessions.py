@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s.id:>4}  {_when(s.created_us):16}  {(s.patient or '-')[:12]:12}  "
               f"{s.room[:8]:8}  {status:10}  {_duration(s.duration_s):>8}  {dose:>19}  "
               f"{given:>9}  {s.alarm_events:>6}  {s.annotations:>5}")
+    for s in sessions:
+        if s.lost_numerics or s.lost_wave_samples:
+            print(f"! session {s.id} lacks data the recorder had to drop: {s.lost_numerics} "
+                  f"numerics, {s.lost_wave_samples} wave samples")
     for sid, reason in abandoned.items():
         print(f"* session {sid} was left open: {reason} (run `kapmonitor recover`)")
     return 0

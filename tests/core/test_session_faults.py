@@ -35,6 +35,8 @@ from kapmonitor.model import Channel, WaveChunk
 from kapmonitor.session import LiveSession, SessionConfig
 from kapmonitor.store import Abandoned, Store, recover
 
+from ..conftest import run_cli
+
 SPEED = 10.0
 
 
@@ -300,6 +302,10 @@ def test_memory_bound_drops_waves_first_and_counts_them(store: Store, db_path: P
     assert "disk is full" in loss[6]
     (info,) = [s for s in store.sessions() if s.id == sid]
     assert info.lost_wave_samples == dropped * 32 and info.lost_numerics == 0
+    listing = run_cli("sessions", "--db", str(db_path))
+    assert listing.returncode == 0, listing.stderr
+    assert (f"! session {sid} lacks data the recorder had to drop: 0 numerics, "
+            f"{dropped * 32} wave samples") in listing.stdout
 
 
 def _hr(t_us: int, v: float):
