@@ -27,6 +27,7 @@ from .common import (
     finite_float,
     open_store,
     positive_float,
+    session_ref,
     text_field,
     text_limit,
 )
@@ -53,6 +54,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--device", "-d", action="append", default=[], metavar="PROTOCOL=PORT",
                    help="a device, e.g. intellivue=/dev/ttyUSB0 or "
                    "bbraun-bcc=socket://10.1.2.3:4001,name=pump (repeatable)")
+    p.add_argument("--resume", type=session_ref, metavar="SESSION",
+                   help="carry on a session a closed window or a crash left open: same "
+                   "session, t0, programme and alarm limits, a gap marker over the outage, "
+                   "the delivered dose continued from the pump's counter; devices default "
+                   "to the ones it had")
     p.add_argument("--duration", type=positive_float, metavar="SECONDS",
                    help="stop after this many seconds of (simulated) time (at most "
                    f"{MAX_DURATION_S / 86400:g} days)")
@@ -75,20 +81,24 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.alarm_limits import AlarmLimits, LimitsError, parse_override_args
-    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, probe, start_device
     from kapmonitor.drivers.sim.clock import ScaledClock
     from kapmonitor.session import LiveSession
     from kapmonitor.store import recover_all
 
+    if args.resume is not None:
+        given = [o for o, v in (("--patient", args.patient), ("--weight", args.weight),
+                                ("--mg-per-kg", args.mg_per_kg), ("--minutes", args.minutes),
+                                ("--concentration", args.concentration), ("--room", args.room),
+                                ("--clinicians", args.clinicians), ("--alarm", args.alarm))
+                 if v]
+        if given:
+            raise CliError(f"{', '.join(given)} cannot be changed on --resume: the programme "
+                           "and limits come from the session being resumed")
+        return _resume(args)
     if not args.device:
         raise CliError("name at least one --device PROTOCOL=PORT (see `kapmonitor decode "
                        "--list` for protocols, `kapmonitor ports` for ports)")
-    specs = []
-    try:
-        for text in args.device:
-            specs.append(parse_spec(text, [s.name for s in specs]))
-    except DeviceSpecError as exc:
-        raise CliError(str(exc)) from None
+    specs = _specs(args.device)
     config, warnings = _config(args)
     try:
         limits = AlarmLimits.defaults().with_overrides(parse_override_args(args.alarm))
@@ -100,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
                        "stopped")
     if args.speed > MAX_SPEED:
         raise CliError(f"--speed {args.speed:g} is above {MAX_SPEED:g}")
-    try:
-        for spec in specs:
-            probe(spec)
-    except DeviceSpecError as exc:
-        raise CliError(str(exc)) from None
+    _probe(specs)
 
     for warning in warnings:
         print(f"kapmonitor: warning: {warning} (recorded as given)", file=sys.stderr)
@@ -118,6 +124,74 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         store.close()
         raise
+    return _record(args, store, session, specs, clock)
+
+
+def _specs(texts: list[str]) -> list[Any]:
+    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec
+
+    specs: list[Any] = []
+    try:
+        for text in texts:
+            specs.append(parse_spec(text, [s.name for s in specs]))
+    except DeviceSpecError as exc:
+        raise CliError(str(exc)) from None
+    return specs
+
+
+def _probe(specs: list[Any]) -> None:
+    from kapmonitor.drivers.connect import DeviceSpecError, probe
+
+    try:
+        for spec in specs:
+            probe(spec)
+    except DeviceSpecError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume``: the session must be open and its recorder gone (a live recorder is
+    never taken over); the other abandoned sessions are recovered as usual."""
+    from kapmonitor.drivers.sim.clock import ScaledClock
+    from kapmonitor.session import LiveSession
+    from kapmonitor.store import find_abandoned, recover
+    from kapmonitor.store.recovery import owner_alive
+
+    store = open_store(args, create=False)
+    try:
+        row = store.session_row(args.resume)
+        if row.status != "open":
+            raise CliError(f"session {row.id} is {row.status}: only an open session can be "
+                           "resumed")
+        alive = owner_alive(row)
+        if alive:
+            raise CliError(f"session {row.id} is still being recorded ({alive})")
+        specs = _specs(args.device or [
+            f"{protocol}={port},name={source}" for source, protocol, port in
+            store.devices(row.id)])
+        if not specs:
+            raise CliError(f"session {row.id} had no devices; name them with --device")
+        _probe(specs)
+        for a in find_abandoned(store):
+            if a.session_id != row.id:
+                recover(store, a)
+                print(f"recovered session {a.session_id} left open earlier: {a.reason}",
+                      file=sys.stderr)
+        clock = ScaledClock(args.speed, args.epoch)
+        session = LiveSession.resume(store, row.id, clock=clock).start()
+    except BaseException:
+        store.close()
+        raise
+    print(f"resumed session {row.id} (t0 "
+          f"{'not set' if session.t0_us is None else 'kept'}, phase {session.phase.value})",
+          flush=True)
+    return _record(args, store, session, specs, clock)
+
+
+def _record(args: argparse.Namespace, store: Any, session: Any, specs: list[Any],
+            clock: Any) -> int:
+    from kapmonitor.drivers.connect import start_device
+
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

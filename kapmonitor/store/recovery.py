@@ -71,6 +71,18 @@ def _owner_gone(row: Any, now: int) -> str | None:
     return None
 
 
+def owner_alive(row: Any, now: int | None = None) -> str | None:
+    """Who still records an open session ("process 123 on host"), or None when nobody
+    does: a session is resumed or recovered only when its recorder is gone."""
+    now = now if now is not None else now_us()
+    if row.status != "open" or _owner_gone(row, now) is not None:
+        return None
+    if row.owner_pid is None and not row.owner_host:
+        return None
+    where = f" on {row.owner_host}" if row.owner_host else ""
+    return f"by process {row.owner_pid}{where}"
+
+
 def _last_data_us(conn: Connection, session_id: int) -> int | None:
     candidates = [
         select(func.max(numeric_table.c.t_us)).where(numeric_table.c.session_id == session_id),

@@ -265,6 +265,14 @@ class Store:
                 "session_id": session_id, "source": source, "protocol": protocol,
                 "port": port, "serial_number": serial_number, "created_us": t_us}, t_us)
 
+    def devices(self, session_id: int) -> list[tuple[str, str, str]]:
+        """The session's devices as attached: (source, protocol, port), in order."""
+        t = _tbl(DeviceRow)
+        with self.engine.connect() as conn:
+            return [(r.source, r.protocol, r.port) for r in conn.execute(
+                select(t.c.source, t.c.protocol, t.c.port)
+                .where(t.c.session_id == session_id).order_by(t.c.id))]
+
     # -- annotations -----------------------------------------------------------------------
 
     def add_annotation(self, session_id: int, kind: str, text: str = "", *,

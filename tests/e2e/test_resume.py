@@ -1,8 +1,8 @@
 """Resume after the recording process is killed mid-infusion (issue 13 item 2), in real
 processes: ``simulate`` serves the patient and the pump on ptys, ``record --headless``
 records until it is SIGKILLed 15 min into the infusion, the pump keeps running for 3 more
-simulated minutes unseen, then the session is resumed in this process on the same
-simulated clock and recorded to the end of the infusion.
+simulated minutes unseen, then ``record --resume`` carries the session on, on the same
+simulated clock, to the end of the infusion.
 
 It must be the same session (same id, same t0), with a gap marker over the outage, and the
 delivered dose and the plasma estimate continued from the pump's volume counter: within
@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from kapmonitor.drivers.connect import parse_spec, start_device
 from kapmonitor.drivers.sim.clock import ScaledClock
 from kapmonitor.model import Channel
 from kapmonitor.pk import DEFAULT_MODEL, PlasmaEstimator
-from kapmonitor.session import LiveSession, Phase
+from kapmonitor.resume import load_resume_state
 from kapmonitor.store import Store
 
 pytestmark = pytest.mark.slow
@@ -75,27 +74,27 @@ def test_resume_after_kill_continues_dose_and_plasma_estimate(simulator,
     killed_at = clock()
     _wait(lambda: clock() >= killed_at + 180e6, 60, "three unseen minutes")
 
+    # the resumed recorder is `record --resume` in a new process, with the devices the
+    # session had (from the record), until two minutes after the infusion's end
     store = Store.open(str(db))
-    session = LiveSession.resume(store, 1, clock=clock)
-    try:
-        assert session.session_id == 1 and session.t0_us == t0
-        assert session.phase is Phase.INFUSION
-        delivered_before = session.last_dose.delivered_mg
-        assert 13.0 < delivered_before < 16.0  # 15 min of 35 mg over 40 min, as stored
-        session.start()
-        taken: list[str] = []
-        for text in (f"{p}={port}" for p, port in run.ports.items()):
-            spec = parse_spec(text, taken)
-            taken.append(spec.name)
-            start_device(spec, session.attach, session.bus.publish, clock=clock)
-        _wait(lambda: session.phase is Phase.EMERGENCE, 120, "infusion complete")
-        _wait(lambda: clock() >= t0 + 42 * 60e6, 60, "two minutes after the end")
-        t_cmp = clock()
-        cp = session.plasma_now()
-    finally:
-        unwritten = session.close()
-        store.close()
-    assert not unwritten
+    state = load_resume_state(store, 1)
+    store.close()
+    assert (state.t0_us, state.phase) == (t0, "infusion")
+    (delivered_before,), = _query(db, "SELECT value FROM numeric WHERE channel=? ORDER BY "
+                                  "t_us DESC LIMIT 1", Channel.DELIVERED_DOSE.value)
+    assert 12.0 < delivered_before < 16.0  # about 15 min of 35 mg over 40 min, as stored
+    remaining = (t0 + 42 * 60e6 - clock()) / 1e6
+    resumed = subprocess.run(
+        [sys.executable, "-m", "kapmonitor", "record", "--headless", "--db", str(db),
+         "--resume", "1", "--speed", str(SPEED), "--epoch", str(run.epoch),
+         "--duration", f"{remaining:.0f}"],
+        capture_output=True, text=True, timeout=300, env=os.environ.copy(), check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed session 1" in resumed.stdout
+    (t_cmp, cp), = _query(db, "SELECT t_us, value FROM numeric WHERE channel=? ORDER BY t_us "
+                          "DESC LIMIT 1", Channel.PLASMA_ESTIMATE.value)
+    (delivered,), = _query(db, "SELECT value FROM numeric WHERE channel=? ORDER BY t_us DESC "
+                           "LIMIT 1", Channel.DELIVERED_DOSE.value)
 
     # the uninterrupted reference: the simulator's exact delivery (1-s truth rows) through
     # the session's own PK model (the simulated patient's physiology uses another one)
@@ -109,7 +108,7 @@ def test_resume_after_kill_continues_dose_and_plasma_estimate(simulator,
             given = max(given, r["delivered_mg"])
     truth_cp = ref.estimate(t_cmp).cp_ng_ml
     assert truth_mg == pytest.approx(35.0, rel=0.01)
-    assert session.last_dose.delivered_mg == pytest.approx(truth_mg, rel=0.01)
+    assert delivered == pytest.approx(truth_mg, rel=0.01)
     assert cp == pytest.approx(truth_cp, rel=0.01)
 
     # the record: one session, the gap marker over the outage, the stored dose continued
