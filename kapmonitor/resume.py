@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from .alarm_limits import AlarmLimits, LimitsError
 from .model import PumpAlarm, PumpRunState, PumpState
+from .phases import DischargeRules
 from .store import Store, StoreError
 from .store.schema import (
     AnnotationRow,
@@ -63,6 +64,10 @@ class ResumeState:
     devices: list[tuple[str, str, str]] = field(default_factory=list)
     #: the pump's source name whose states drove the dose, if any
     pump_source: str | None = None
+    #: when the infusion ended (the current Emergence entry), for the observation countdown
+    infusion_end_us: int | None = None
+    #: discharge-assessment totals recorded so far (resources/discharge.toml's scale)
+    discharge_scores: list[float] = field(default_factory=list)
 
 
 def stored_pump_states(store: Store, session_id: int,
@@ -99,11 +104,16 @@ def load_resume_state(store: Store, session_id: int) -> ResumeState:
         if row["patient_id"] is not None:
             patient = conn.execute(select(PatientRow.pseudonym).where(
                 PatientRow.id == row["patient_id"])).scalar()
-        phases = conn.execute(select(a.c.id, a.c.code, a.c.amends_id).where(
+        phases = conn.execute(select(a.c.id, a.c.code, a.c.amends_id, a.c.t_us).where(
             a.c.session_id == session_id, a.c.kind == "phase").order_by(a.c.id)).all()
         amended = {p.amends_id for p in phases if p.amends_id is not None}
         current = [p for p in phases if p.id not in amended]
         phase = current[-1].code if current else "baseline"
+        ends = [p.t_us for p in current if p.code == "emergence"]
+        scale = DischargeRules.defaults().scale
+        scores = [float(v) for (v,) in conn.execute(select(a.c.value).where(
+            a.c.session_id == session_id, a.c.kind == "assessment", a.c.code == scale,
+            a.c.value.is_not(None)))]
         devices = [(r.source, r.protocol, r.port) for r in conn.execute(
             select(d.c.source, d.c.protocol, d.c.port).where(d.c.session_id == session_id)
             .order_by(d.c.id))]
@@ -130,4 +140,5 @@ def load_resume_state(store: Store, session_id: int) -> ResumeState:
         session_id=session_id, uid=row["uid"], patient=patient, room=row["room"],
         clinicians=row["clinicians"], protocol=row["protocol"], demo=bool(row["demo"]),
         programme=programme, alarm_limits=limits, t0_us=row["t0_us"], phase=phase,
-        last_data_us=int(last), devices=devices, pump_source=pump_source)
+        last_data_us=int(last), devices=devices, pump_source=pump_source,
+        infusion_end_us=ends[-1] if ends else None, discharge_scores=scores)

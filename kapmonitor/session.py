@@ -53,13 +53,14 @@ from .model import (
     Reading,
     now_us,
 )
+from .phases import DischargeRules, PhaseCheck
 from .pk import DEFAULT_MODEL, PKModel, PlasmaEstimator
 from .resume import ResumeState, load_resume_state, stored_pump_states
 from .store import Recorder, Store
 from .store.errors import describe_db_error
 from .store.recorder import Unwritten
 
-__all__ = ["DeviceHandle", "LiveSession", "Phase", "SessionConfig"]
+__all__ = ["DeviceHandle", "LiveSession", "Phase", "PhaseNeedsConfirmation", "SessionConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ PHASE_LABELS = {
     Phase.CLOSED: "Closed",
 }
 _ORDER = list(Phase)
+
+
+class PhaseNeedsConfirmation(ValueError):
+    """A phase change that contradicts what the room knows; ``checks`` say what, and
+    ``set_phase(..., confirmed=True[, reason=...])`` makes it anyway, on the record."""
+
+    def __init__(self, checks: list[PhaseCheck]) -> None:
+        super().__init__("; ".join(c.message for c in checks))
+        self.checks = checks
 
 
 class DeviceHandle(Protocol):
@@ -155,6 +165,13 @@ class LiveSession:
         self._t0_entry: Future[Any] | None = None
         self._pump_started = False
         self._t0_listeners: list[Callable[[int], object]] = []
+        self.discharge_rules = DischargeRules.defaults()
+        #: when dosing ended (the Emergence entry); the observation countdown runs from it
+        self.infusion_end_us: int | None = None if resume is None else resume.infusion_end_us
+        self._assessments: list[float] = ([] if resume is None
+                                          else list(resume.discharge_scores))
+        #: phase entries of this run, for undo: (phase, future of the annotation id)
+        self._phase_history: list[tuple[Phase, Future[Any]]] = []
         self.phase = Phase.BASELINE if resume is None else Phase(resume.phase)
         self.devices: dict[str, DeviceHandle] = {}
         self._dose_lock = threading.Lock()
@@ -363,9 +380,43 @@ class LiveSession:
                                              code=Phase.INFUSION.value, conn=conn)
         return self.recorder.submit(write, "the infusion start")
 
-    def set_phase(self, phase: Phase, t_us: int | None = None, *, author: str = "") -> None:
-        """Move to a later phase (the timeline only goes forward; a mistaken phase marker
-        is corrected by amending its annotation)."""
+    def observation_remaining_s(self, t_us: int | None = None) -> float | None:
+        """Seconds of the minimum observation after the infusion still to run (0 when
+        done); None before the infusion has ended."""
+        if self.infusion_end_us is None:
+            return None
+        need = self.discharge_rules.observation_for(self.config.route) * 60.0
+        now = t_us if t_us is not None else self.clock()
+        return max(0.0, need - (now - self.infusion_end_us) / 1e6)
+
+    def phase_checks(self, phase: Phase, t_us: int | None = None) -> list[PhaseCheck]:
+        """What a move to ``phase`` would contradict (empty: nothing to confirm)."""
+        checks: list[PhaseCheck] = []
+        pump = self._last_pump
+        if phase in (Phase.EMERGENCE, Phase.RECOVERY, Phase.DISCHARGE_READY) and \
+                self.pump_running() and pump is not None:
+            rate = "" if pump.rate_ml_h is None else f" at {pump.rate_ml_h:g} mL/h"
+            checks.append(PhaseCheck(f"the pump still reports delivery{rate}"))
+        if phase is Phase.DISCHARGE_READY:
+            remaining = self.observation_remaining_s(t_us)
+            minutes = self.discharge_rules.observation_for(self.config.route)
+            if remaining:
+                checks.append(PhaseCheck(
+                    f"the minimum observation of {minutes:g} min after the infusion has "
+                    f"{remaining / 60:.0f} min to run"))
+            rules = self.discharge_rules
+            if not any(v >= rules.minimum for v in self._assessments):
+                checks.append(PhaseCheck(
+                    f"no discharge assessment (Aldrete score of {rules.minimum:g} or more) is "
+                    "recorded", needs_reason=True))
+        return checks
+
+    def set_phase(self, phase: Phase, t_us: int | None = None, *, author: str = "",
+                  confirmed: bool = False, reason: str = "") -> None:
+        """Move to a later phase (the timeline only goes forward; ``undo_phase`` amends the
+        last change). A change that contradicts the room (``phase_checks``) raises
+        ``PhaseNeedsConfirmation`` unless ``confirmed``; discharge readiness without an
+        assessment also needs a ``reason``. Both are written in the phase entry."""
         if _ORDER.index(phase) <= _ORDER.index(self.phase):
             raise ValueError(f"cannot go from {PHASE_LABELS[self.phase]} back to "
                              f"{PHASE_LABELS[phase]}")
@@ -374,12 +425,52 @@ class LiveSession:
         if phase is Phase.INFUSION:
             self.mark_infusion_start(t_us, author=author)
             return
-        self._phase_entry(phase, t_us if t_us is not None else self.clock(), author)
+        t_us = t_us if t_us is not None else self.clock()
+        checks = self.phase_checks(phase, t_us)
+        if checks and not confirmed:
+            raise PhaseNeedsConfirmation(checks)
+        if any(c.needs_reason for c in checks) and not reason.strip():
+            raise ValueError("say why the session is ready for discharge without an "
+                             "assessment")
+        text = PHASE_LABELS[phase]
+        if checks:
+            text += " (confirmed although " + "; ".join(c.message for c in checks) + ")"
+        if reason.strip():
+            text += f"; reason: {reason.strip()}"
+        if phase is Phase.EMERGENCE:
+            self.infusion_end_us = t_us
+        self._phase_entry(phase, t_us, author, text)
 
-    def _phase_entry(self, phase: Phase, t_us: int, author: str) -> Future[int]:
+    def undo_phase(self, *, author: str = "") -> Future[Any]:
+        """Take back the last phase change made in this window (a mistaken or double click):
+        the entry is amended to say so and the session returns to the phase before; nothing
+        is deleted. The infusion start is corrected through t0, not undone here."""
+        if not self._phase_history:
+            raise ValueError("no phase change to undo")
+        last, fut = self._phase_history[-1]
+        if last in (Phase.INFUSION, Phase.BASELINE):
+            raise ValueError("the infusion start is corrected by moving t0, not undone")
+        self._phase_history.pop()
+        back = _ORDER[_ORDER.index(last) - 1]
+        while back is Phase.INFUSION and self.t0_us is None:  # pragma: no cover - guard
+            back = Phase.BASELINE
+        self.phase = back
+        if last is Phase.EMERGENCE:
+            self.infusion_end_us = None
+        text = f"{PHASE_LABELS[last]} undone: back to {PHASE_LABELS[back]}"
+        return self.recorder.submit(
+            lambda conn: self.store.amend_annotation(int(fut.result()), text=text,
+                                                     author=author, code=back.value,
+                                                     conn=conn), "a phase change undone")
+
+    def _phase_entry(self, phase: Phase, t_us: int, author: str,
+                     text: str | None = None) -> Future[int]:
         self.phase = phase
-        return self._submit(self.session_id, "phase", PHASE_LABELS[phase], t_us=t_us,
-                            author=author, code=phase.value)
+        fut = self._submit(self.session_id, "phase", text or PHASE_LABELS[phase], t_us=t_us,
+                           author=author, code=phase.value)
+        if phase is not Phase.CLOSED:
+            self._phase_history.append((phase, fut))
+        return fut
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -394,6 +485,8 @@ class LiveSession:
                   author: str = "", code: str = "", value: float | None = None) -> Future[int]:
         """An observation, cue or assessment at ``t_us`` (default now); returns a future of
         the annotation id."""
+        if kind == "assessment" and code == self.discharge_rules.scale and value is not None:
+            self._assessments.append(float(value))
         return self._submit(self.session_id, kind, text, t_us=t_us or self.clock(),
                             author=author, code=code, value=value)
 
@@ -540,7 +633,7 @@ class LiveSession:
                     except Exception:
                         log.exception("t0 proposal listener failed")
             if (m.state is PumpRunState.COMPLETE and self.phase is Phase.INFUSION):
-                self.set_phase(Phase.EMERGENCE, m.t_us, author="pump")
+                self.set_phase(Phase.EMERGENCE, m.t_us, author="pump", confirmed=True)
         if out:
             self.bus.publish(out)
 

@@ -19,6 +19,11 @@ How it runs, and why:
 - The header always says "Secondary display — not a primary alarm device", and a DEMO
   badge when the patient is simulated, so a screenshot can never be mistaken for a record
   of a real patient.
+- Readable from 2 m at any size from 1024x768 to full HD: the header, alarm bar and pump
+  panel take heights in proportion to the window's, the tiles, trends and notes columns
+  widths in proportion (within bounds), and the numbers (tiles, session clock, pump figures,
+  alarm messages) fit their fonts to the space they get, when it changes. F11 toggles full
+  screen (the key is kept free of cue shortcuts for it).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -44,6 +49,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -52,7 +58,8 @@ from PySide6.QtWidgets import (
 from kapmonitor.alarms import AlarmAction, AlarmEvent, AlarmKind, AudioMode
 from kapmonitor.cues import CueLibrary, CueLibraryError
 from kapmonitor.model import DeviceState
-from kapmonitor.session import PHASE_LABELS, Phase
+from kapmonitor.phases import PhaseCheck
+from kapmonitor.session import PHASE_LABELS, Phase, PhaseNeedsConfirmation
 
 from . import theme
 from .alarm_bar import AlarmBar, by_channel
@@ -110,32 +117,43 @@ def grab_png(widget: QWidget, path: str | Path) -> bool:
 
 
 class _Header(QFrame):
+    """Who, the session clock, the phase and what to do next, and what this window is.
+
+    The clock is the figure read from across the room (how far into the infusion are
+    we?): it takes the header's free width and fits its digits to the header's height.
+    The patient id carries the DEMO badge beside it; long names and clinician lists elide
+    (whole text in the tooltip) rather than hold the window wide."""
+
     def __init__(self, session: Any, demo: bool) -> None:
         super().__init__()
         self.setObjectName("panel")
         self.setFixedHeight(56)
         cfg = session.config
-        self.patient = QLabel(cfg.patient or "no patient id")
+        self.patient = theme.ElidedLabel(cfg.patient or "no patient id")
         self.patient.setFont(theme.font(22, bold=True))
+        self.patient.setMinimumWidth(80)
         room = f"Room {cfg.room}" if cfg.room else ""
         who = cfg.clinicians or ""
-        self.room = QLabel(" \u00b7 ".join(x for x in (room, who) if x))
+        self.room = theme.ElidedLabel(" \u00b7 ".join(x for x in (room, who) if x))
         self.room.setObjectName("dim")
         self.room.setFont(theme.font(14))
-        self.clock = QLabel("")
-        self.clock.setFont(theme.font(30, bold=True, numbers=True))
-        self.clock.setMinimumWidth(190)
+        self.clock = theme.FitLabel("", template="T+00:00", nominal_px=34, min_px=14,
+                                    align=Qt.AlignmentFlag.AlignLeft, fill=0.8)
+        self.clock.setToolTip("Session time since the infusion start (before it: time in "
+                              "the baseline)")
         self.phase = QLabel("")
         self.phase.setFont(theme.font(18, bold=True))
         self.demo = QLabel("DEMO")
         self.demo.setToolTip("Simulated patient and devices: not a real patient's record")
         self.demo.setFont(theme.font(15, bold=True))
         self.demo.setStyleSheet("background: #6a2c91; color: #ffffff; border-radius: 4px;"
-                                " padding: 3px 8px;")
+                                " padding: 1px 6px;")
         self.demo.setVisible(demo)
         self.notice = QLabel(SECONDARY_NOTICE.replace(" \u2014 ", " \u2014\n"))
-        self.notice.setFont(theme.font(12))
-        self.notice.setStyleSheet(f"color: {theme.TEXT_DIM};")
+        self.notice.setFont(theme.font(13))
+        self.notice.setStyleSheet(f"color: {theme.TEXT};")
+        self.notice.setToolTip("KAP Monitor records and shows; the bedside monitor and the "
+                               "pump raise the primary alarms")
         self.next_btn = QPushButton("")
         self.next_btn.setFont(theme.font(15, bold=True))
         self.next_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -143,21 +161,41 @@ class _Header(QFrame):
         self.menu_btn.setText("Session \u25be")
         self.menu_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.menu_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(10, 4, 10, 4)
-        lay.setSpacing(14)
+        self.lay = lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 2, 10, 2)
+        lay.setSpacing(12)
         who_box = QVBoxLayout()
         who_box.setSpacing(0)
-        who_box.addWidget(self.patient)
+        top = QHBoxLayout()
+        top.setSpacing(8)
+        top.addWidget(self.patient, 1)
+        top.addWidget(self.demo)
+        who_box.addLayout(top)
         who_box.addWidget(self.room)
-        lay.addLayout(who_box)
-        lay.addWidget(self.clock)
+        self.who = QWidget()
+        self.who.setLayout(who_box)
+        who_box.setContentsMargins(0, 0, 0, 0)
+        self.who.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.who.setMaximumWidth(300)
+        lay.addWidget(self.who)
+        lay.addWidget(self.clock, 1)
         lay.addWidget(self.phase)
-        lay.addWidget(self.demo)
-        lay.addStretch(1)
         lay.addWidget(self.notice)
         lay.addWidget(self.next_btn)
         lay.addWidget(self.menu_btn)
+
+    def set_height(self, h: int) -> None:
+        """Header height ``h``; the words around the clock grow a little with it (the
+        clock fits itself)."""
+        self.setFixedHeight(h)
+        self.patient.setFont(theme.font(max(16, min(26, round(h * 0.32))), bold=True))
+        self.room.setFont(theme.font(max(12, min(16, round(h * 0.2)))))
+        self.phase.setFont(theme.font(max(15, min(24, round(h * 0.28))), bold=True))
+        self.demo.setFont(theme.font(max(12, min(18, round(h * 0.22))), bold=True))
+        self.notice.setFont(theme.font(max(12, min(16, round(h * 0.2)))))
+        self.next_btn.setFont(theme.font(max(14, min(20, round(h * 0.24))), bold=True))
+        self.menu_btn.setFont(theme.font(max(14, min(18, round(h * 0.22)))))
+        self.who.setMaximumWidth(max(200, min(360, h * 4)))
 
 
 class MainWindow(QMainWindow):
@@ -188,6 +226,10 @@ class MainWindow(QMainWindow):
         self.ask_close: Callable[[], str] = self._ask_close
         #: replaced in tests; True to close the session
         self.confirm_close_session: Callable[[], bool] = self._confirm_close_session
+        #: replaced in tests; (go ahead?, reason) for a phase change the room contradicts
+        self.confirm_phase: Callable[[Phase, list[PhaseCheck]], tuple[bool, str]] = \
+            self._confirm_phase
+        self._pending_phase: Phase | None = None
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-actions")
         self._relay = Relay(self._on_relay, self)
 
@@ -198,12 +240,10 @@ class MainWindow(QMainWindow):
         self.alarm_bar.pause.setText(f"Audio pause {int(pause_s // 60)}:{int(pause_s % 60):02d}"
                                      "\nCtrl+P")
         self.tiles = TilesPanel(limits)
-        self.tiles.setFixedWidth(350)
         self.trends = TrendPanel(limits)
         self.pump = PumpPanel(session)
         authors = [a.strip() for a in (session.config.clinicians or "").split(",") if a.strip()]
         self.notes = NotesPanel(session, cue_library, authors=authors, shortcut_parent=self)
-        self.notes.setFixedWidth(320)
         if cue_library is None:
             self.notes.message.emit("No cue library loaded: cue buttons are off")
         self.sounder = sounder if sounder is not None else AlarmSounder(
@@ -215,9 +255,18 @@ class MainWindow(QMainWindow):
         centre.addWidget(self.pump)
         body = QHBoxLayout()
         body.setSpacing(8)
-        body.addWidget(self.tiles)
-        body.addLayout(centre, 1)
-        body.addWidget(self.notes)
+        # The three columns share the width in proportion (tiles 30 %, trends 50 %, notes
+        # 20 %) within bounds: their natural widths are ignored, so no column's text can
+        # hold the window wider than a 1024-pixel screen, and a wider screen widens the
+        # tiles, whose digits then grow.
+        for w, lo, hi in ((self.tiles, 290, 640), (self.trends, 300, 16_777_215),
+                          (self.pump, 300, 16_777_215), (self.notes, 300, 420)):
+            w.setSizePolicy(QSizePolicy.Policy.Ignored, w.sizePolicy().verticalPolicy())
+            w.setMinimumWidth(lo)
+            w.setMaximumWidth(hi)
+        body.addWidget(self.tiles, 30)
+        body.addLayout(centre, 50)
+        body.addWidget(self.notes, 20)
         root = QWidget()
         lay = QVBoxLayout(root)
         lay.setContentsMargins(6, 6, 6, 2)
@@ -236,6 +285,7 @@ class MainWindow(QMainWindow):
 
         # -- actions and shortcuts ---------------------------------------------------------
         self._build_menu()
+        self._build_view_actions()
         self.header.next_btn.clicked.connect(self._next_step)
         self.alarm_bar.acknowledgeRequested.connect(self.acknowledge)
         self.alarm_bar.audioPauseRequested.connect(self.audio_pause)
@@ -289,6 +339,8 @@ class MainWindow(QMainWindow):
             act = menu.addAction(text)
             act.triggered.connect(lambda _=False, p=target: self.advance(p))
             self.phase_actions[target] = act
+        self.undo_phase_action = menu.addAction("Undo the last phase change")
+        self.undo_phase_action.triggered.connect(self.undo_phase)
         menu.addSeparator()
         close = menu.addAction("Close session\u2026")
         close.triggered.connect(lambda: self.close_session())
@@ -299,6 +351,57 @@ class MainWindow(QMainWindow):
         self.mute_action.setChecked(self.sounder.muted)
         self.mute_action.toggled.connect(self._set_muted)
         self.header.menu_btn.setMenu(menu)
+
+    def _build_view_actions(self) -> None:
+        """F11 toggles full screen (in the Session menu too, so it can be found)."""
+        act = QAction("Full screen", self)
+        act.setShortcut(QKeySequence(Qt.Key.Key_F11))
+        act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.setCheckable(True)
+        act.triggered.connect(self.toggle_full_screen)
+        self.addAction(act)
+        menu = self.header.menu_btn.menu()
+        if menu is not None:
+            menu.addSeparator()
+            menu.addAction(act)
+        self.fullscreen_action = act
+        self._maximized_before_full = False
+
+    # -- size --------------------------------------------------------------------------------
+
+    def toggle_full_screen(self) -> None:
+        """Full screen and back (to maximised if it was maximised before)."""
+        if self.isFullScreen():
+            if self._maximized_before_full:
+                self.showMaximized()
+            else:
+                self.showNormal()
+        else:
+            self._maximized_before_full = self.isMaximized()
+            self.showFullScreen()
+        self.fullscreen_action.setChecked(self.isFullScreen())
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange:
+            self.fullscreen_action.setChecked(self.isFullScreen())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Bands in proportion to the window's height: header 7 %, alarm bar 8.5 %, pump
+        panel 12 % (each within bounds); the rest goes to the tiles and trends. Done here
+        (on a resize), so the frame timer never lays anything out."""
+        super().resizeEvent(event)
+        self._fit_bands(event.size().height())
+
+    def _fit_bands(self, h: int) -> None:
+        bands = (max(52, min(92, round(h * 0.07))), max(56, min(100, round(h * 0.085))),
+                 max(90, min(170, round(h * 0.12))))
+        if bands == getattr(self, "_bands", None):
+            return
+        self._bands = bands
+        self.header.set_height(bands[0])
+        self.alarm_bar.setFixedHeight(bands[1])
+        self.pump.setFixedHeight(bands[2])
 
     # -- the frame -------------------------------------------------------------------------
 
@@ -408,6 +511,8 @@ class MainWindow(QMainWindow):
         self.header.next_btn.setVisible(nxt is not None and not self._closing_session)
         if nxt is not None:
             self.header.next_btn.setText(nxt[0])
+        if not first:
+            self._arm_next()
         order = list(Phase)
         for target, act in self.phase_actions.items():
             if isinstance(target, Phase):
@@ -475,12 +580,57 @@ class MainWindow(QMainWindow):
         else:
             self.advance(nxt[1])  # type: ignore[arg-type]
 
-    def advance(self, phase: Phase) -> Future[None]:
-        """Move the session to ``phase`` on the action thread (it writes to the disk)."""
+    def advance(self, phase: Phase, *, confirmed: bool = False,
+                reason: str = "") -> Future[None]:
+        """Move the session to ``phase`` on the action thread (it writes to the disk). A
+        change the room contradicts comes back as ``PhaseNeedsConfirmation`` and is asked
+        about on this thread (``_on_relay``)."""
         author = self.notes.author()
-        fut = self._actions.submit(self.session.set_phase, phase, author=author)
+        self._pending_phase = phase
+        fut = self._actions.submit(self.session.set_phase, phase, author=author,
+                                   confirmed=confirmed, reason=reason)
         fut.add_done_callback(lambda f: self._relay.post("phase", f))
         return fut
+
+    def undo_phase(self) -> None:
+        """Take back the last phase change (issue 13 item 3): an amendment, never a delete."""
+        try:
+            fut = self.session.undo_phase(author=self.notes.author())
+        except ValueError as exc:
+            self.show_message(f"Nothing undone: {exc}")
+            return
+        fut.add_done_callback(lambda f: self._relay.post("undo", f))
+        self.show_message("Last phase change undone")
+
+    def _arm_next(self) -> None:
+        """The next-phase button moves under the cursor after a change: it is not armed for
+        a second, so a double click cannot skip a phase."""
+        btn = self.header.next_btn
+        btn.setEnabled(False)
+        # the button is the timer's context: a window closed meanwhile cancels it
+        QTimer.singleShot(1000, btn, lambda: btn.setEnabled(
+            not self._closing_session and not self.session.closed))
+
+    def _confirm_phase(self, phase: Phase, checks: list[PhaseCheck]) -> tuple[bool, str]:
+        box = QMessageBox(self)
+        box.setWindowTitle(PHASE_LABELS[phase])
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setText(f"Move to \u201c{PHASE_LABELS[phase]}\u201d although:")
+        box.setInformativeText("\n".join(f"\u2022 {c.message[0].upper()}{c.message[1:]}."
+                                         for c in checks))
+        go = box.addButton(f"Yes, {PHASE_LABELS[phase].lower()}",
+                           QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("No", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        if box.clickedButton() is not go:
+            return False, ""
+        if not any(c.needs_reason for c in checks):
+            return True, ""
+        from PySide6.QtWidgets import QInputDialog
+
+        reason, ok = QInputDialog.getText(self, PHASE_LABELS[phase],
+                                          "Why is the patient ready without the assessment?")
+        return (ok and bool(reason.strip())), reason.strip()
 
     def close_session(self, *, confirm: bool = True) -> Future[None] | None:
         """Close the session (asks first): devices stop, everything is written, the record
@@ -499,8 +649,19 @@ class MainWindow(QMainWindow):
     def _on_relay(self, tag: str, fut: Future[Any]) -> None:
         exc = fut.exception()
         if tag == "phase":
-            if exc is not None:
+            phase, self._pending_phase = self._pending_phase, None
+            if isinstance(exc, PhaseNeedsConfirmation) and phase is not None:
+                ok, reason = self.confirm_phase(phase, exc.checks)
+                if ok:
+                    self.advance(phase, confirmed=True, reason=reason)
+                else:
+                    self.show_message(f"Still {PHASE_LABELS[self.session.phase].lower()}")
+            elif exc is not None:
                 self.show_message(f"Phase not changed: {exc}")
+            return
+        if tag == "undo":
+            if exc is not None:
+                self.show_message(f"Undo not recorded: {exc}")
             return
         if tag == "closed":
             self._closing_session = False

@@ -306,7 +306,8 @@ class Store:
 
     def amend_annotation(self, annotation_id: int, *, text: str | None = None,
                          value: float | None = None, author: str = "",
-                         t_us: int | None = None, conn: Connection | None = None) -> int:
+                         t_us: int | None = None, code: str | None = None,
+                         conn: Connection | None = None) -> int:
         """Correct an entry: a new row that points at ``annotation_id``; the original
         stays. Fields not given are carried over from the entry being corrected."""
         with self._tx(conn) as conn:
@@ -317,7 +318,8 @@ class Store:
             return self.add_annotation(
                 old["session_id"], old["kind"], old["text"] if text is None else text,
                 t_us=old["t_us"] if t_us is None else t_us, author=author or old["author"],
-                code=old["code"], value=old["value"] if value is None else value,
+                code=old["code"] if code is None else code,
+                value=old["value"] if value is None else value,
                 amends_id=annotation_id, conn=conn)
 
     # -- listing ---------------------------------------------------------------------------

@@ -175,3 +175,51 @@ def test_keeping_the_manual_start_needs_a_reason(store: Store, db_path: Path) ->
         rows = conn.execute("SELECT code, text FROM annotation WHERE kind='observation'")
         (code, text), = rows.fetchall()
     assert code == "t0-kept-manual" and "IM dose given by hand" in text
+
+
+def test_phase_changes_that_contradict_the_room_ask_and_can_be_undone(store: Store,
+                                                                       db_path: Path) -> None:
+    """Issue 13 item 3: End infusion -> Recovery -> Discharge ready went through in 32 s while
+    the pump ran, with no undo and no discharge assessment."""
+    from kapmonitor.model import PumpRunState, PumpState
+    from kapmonitor.session import PhaseNeedsConfirmation
+
+    clock = ScaledClock(SPEED)
+    config = SessionConfig(patient="KAP-3", weight_kg=70.0, concentration_mg_ml=1.0)
+    session = LiveSession(store, config, clock=clock).start()
+    try:
+        session.bus.publish([PumpState(clock(), PumpRunState.RUNNING, rate_ml_h=52.5,
+                                       volume_infused_ml=0.0, source="pump")])
+        assert session.t0_us is not None  # the pump started the infusion
+        with pytest.raises(PhaseNeedsConfirmation, match=r"still reports delivery at 52\.5"):
+            session.set_phase(Phase.EMERGENCE, author="RN A")
+        assert session.phase is Phase.INFUSION
+        session.set_phase(Phase.EMERGENCE, author="RN A", confirmed=True)
+        session.undo_phase(author="RN A").result(timeout=30)
+        assert session.phase is Phase.INFUSION and session.infusion_end_us is None
+        session.bus.publish([PumpState(clock(), PumpRunState.COMPLETE, rate_ml_h=0.0,
+                                       volume_infused_ml=35.0, source="pump")])
+        assert session.phase is Phase.EMERGENCE  # the pump's own end needs nobody
+        session.set_phase(Phase.RECOVERY, author="RN A")
+        checks = session.phase_checks(Phase.DISCHARGE_READY)
+        assert [c.needs_reason for c in checks] == [False, True]  # observation, assessment
+        assert session.observation_remaining_s() > 59 * 60
+        with pytest.raises(ValueError, match="say why"):
+            session.set_phase(Phase.DISCHARGE_READY, confirmed=True)
+        session.add_entry("assessment", "Aldrete 9", code="aldrete", value=9.0)
+        assert [c.needs_reason for c in session.phase_checks(Phase.DISCHARGE_READY)] == [False]
+        session.set_phase(Phase.DISCHARGE_READY, author="RN A", confirmed=True,
+                          reason="escort waiting")
+    finally:
+        session.close()
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT id, code, text, amends_id FROM annotation WHERE "
+                            "kind='phase' ORDER BY id").fetchall()
+    codes = [(code, amends is not None) for _, code, _, amends in rows]
+    assert codes == [("baseline", False), ("infusion", False), ("emergence", False),
+                     ("infusion", True), ("emergence", False), ("recovery", False),
+                     ("discharge-ready", False), ("closed", False)]
+    first_end = rows[2]
+    assert "confirmed although the pump still reports delivery" in first_end[2]
+    assert rows[3][3] == first_end[0] and "undone" in rows[3][2]  # the undo points at it
+    assert "reason: escort waiting" in rows[6][2] and "minimum observation" in rows[6][2]

@@ -215,12 +215,23 @@ def test_phase_flow_to_close_session(room: SimRoom, make_window, qtbot,
                                      db_path: Path) -> None:
     win = make_window(room.session)
     win.confirm_close_session = lambda: True
+    asked: list[tuple[Phase, list[str]]] = []
+
+    def confirm(phase, checks):
+        asked.append((phase, [c.message for c in checks]))
+        return True, "escort present, alert and oriented (test)"
+    win.confirm_phase = confirm
     for expected in (Phase.INFUSION, Phase.EMERGENCE, Phase.RECOVERY, Phase.DISCHARGE_READY):
+        qtbot.waitUntil(win.header.next_btn.isEnabled, timeout=WAIT_MS)  # armed after 1 s
         qtbot.mouseClick(win.header.next_btn, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda p=expected: room.session.phase is p, timeout=WAIT_MS)
         qtbot.waitUntil(lambda p=expected: win.header.phase.text().lower()
                         == p.value.replace("-", " "), timeout=WAIT_MS)
     assert win.header.next_btn.text().startswith("Close session")
+    # discharge readiness without an Aldrete score was asked about, with a reason
+    assert asked[-1][0] is Phase.DISCHARGE_READY
+    assert any("discharge assessment" in m for m in asked[-1][1])
+    qtbot.waitUntil(win.header.next_btn.isEnabled, timeout=WAIT_MS)
     with qtbot.waitSignal(win.sessionClosed, timeout=WAIT_MS):
         qtbot.mouseClick(win.header.next_btn, Qt.MouseButton.LeftButton)
     assert room.session.closed
