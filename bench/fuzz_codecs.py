@@ -1,45 +1,56 @@
 """Coverage-guided fuzzing of every registered protocol's codec and host (issue 12).
 
     .venv/bin/python bench/fuzz_codecs.py [--seconds 30] [--protocol NAME ...]
+                                          [--target codec|host|message] [--corpus DIR]
 
-For each protocol two targets run, one after the other, each for ``--seconds``:
+For each protocol three targets run, one after the other, each for ``--seconds``:
 
 ``codec``
     The input's first byte is a chunk size (0: all at once), the rest is fed in pieces
     of that size to a fresh codec in each role (host: what a device sends; device: what a
     host sends). ``feed`` must not raise, nor count an ``internal`` error (a codec's own
     safety net catching a bug), and every message it returns must survive
-    ``decode(encode(m)) == m`` unless ``encode`` refuses it with ``ValueError``
-    (``unencodable``, reported, not a failure: a decoder may accept more than the encoder
-    writes).
+    ``decode(encode(m)) == m`` unless ``encode`` refuses it with ``ValueError`` (a
+    decoder may accept more than the encoder writes).
 ``host``
     The input is a host script (tests/protocols/test_fuzz_regressions.py,
     ``run_host_script``): ``connection_made``, then records of "advance the clock, tick,
     deliver these bytes", so a mutation can reach states that need a handshake and time.
     ``connection_made``, ``tick`` and ``data_received`` must not raise.
+``message``
+    Checksums keep mutated bytes from reaching a host's handling of odd *values*, so
+    this target replays a recorded session to a fresh host with some of its messages
+    changed as the input says (a field set to 0, -1, 0xFFFF, NaN, "", a tuple emptied,
+    ...) and re-encoded by the codec. The host must not raise, and every changed message
+    the codec encodes must round-trip.
 
 Seeds: the byte strings of the protocol's own tests (the document's example frames) and a
 1 s and a 3 s session of the host against the simulator's peer on a ``MemoryLink`` (both
 directions for the codec, the host's side as a script for the host).
 
 Engines: ``atheris`` (libFuzzer, coverage-guided on the protocol's codec and host modules
-and the kapmonitor modules they import, all instrumented;
-``pip install atheris``, optional, in the ``fuzz`` extra) runs each target in a child
-process for the time given; ``python`` (used when atheris is not installed) is a small
-coverage-guided loop on ``sys.settrace`` line edges, slower, with no extra dependency.
+and the kapmonitor modules they import, all instrumented; ``pip install atheris``,
+optional) runs each target in a child process for the time given; ``python`` (used when
+atheris is not installed) is a small coverage-guided loop on ``sys.settrace`` line pairs,
+slower, with no extra dependency.
 
 Per protocol and target it prints executions, executions/s, libFuzzer's edge and feature
-counts (atheris only), the lines of the protocol's own modules the final corpus reaches,
-and the failures found. Every new failure is written to tests/protocols/fuzz_cases/ as
-``<protocol>-<target>-<exception>-in-<function>.bin`` (host scripts start with
-``HOST_SCRIPT_MAGIC``) for triage: fix it, rename the file after the problem, and
-test_fuzz_regressions.py replays it from then on. Exit status 1 if anything failed.
+counts (atheris; the python engine's line pairs), the function lines of the protocol's
+modules the final corpus reaches, and the distinct failures found. A failing input is
+written to tests/protocols/fuzz_cases/ as ``<protocol>-<target>-<exception>-in-<function>
+.bin`` (host and message scripts start with ``HOST_SCRIPT_MAGIC``) for triage: fix it,
+rename the file after the problem (keeping ``-roundtrip-``/``-message-`` in the name),
+and test_fuzz_regressions.py replays it from then on. A message that does not round-trip
+is only reported (its bytes do not hold it): add it to ``ROUND_TRIP_MESSAGES`` there.
+A hang or out-of-memory is libFuzzer's (``-timeout=10``) and saved the same way. Exit
+status 1 if anything failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import json
 import random
@@ -59,9 +70,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.protocols.test_fuzz_regressions: seeds and scripts
 
 CASES_DIR = REPO / "tests" / "protocols" / "fuzz_cases"
-TARGETS = ("codec", "host")
+TARGETS = ("codec", "host", "message")
 CODEC_MAX_LEN = 4096
 HOST_MAX_LEN = 16384
+MESSAGE_MAX_LEN = 256
+MAX_LEN = {"codec": CODEC_MAX_LEN, "host": HOST_MAX_LEN, "message": MESSAGE_MAX_LEN}
+#: Length of the recorded session the message target changes.
+SESSION_S = 2.0
 
 
 # --- which modules belong to a protocol ------------------------------------------------------
@@ -120,6 +135,8 @@ class Target:
     unencodable: int = 0
     _entry: Any = None
     _masked: list[BaseException] = field(default_factory=list)
+    _timeline: list[tuple[int, Any, bytes]] | None = None
+    _script: bytearray = field(default_factory=bytearray)
 
     def __post_init__(self) -> None:
         from kapmonitor.drivers import registry
@@ -150,8 +167,10 @@ class Target:
         try:
             if self.target == "codec":
                 self._codec(data)
-            else:
+            elif self.target == "host":
                 self._host(data)
+            else:
+                self._message(data)
         except Exception as e:  # the point of the exercise
             self._record(data, e, "raised")
             return
@@ -186,6 +205,47 @@ class Target:
 
         run_host_script(self._host_cls(self._entry.kind), data)
 
+    def _message(self, data: bytes) -> None:
+        """Replay a recorded session to the host with its messages changed as ``data``
+        says, each re-encoded by the codec (so checksums are right and the change reaches
+        the host), and round-trip every changed message."""
+        from tests.protocols.test_fuzz_regressions import T0_US
+
+        if self._timeline is None:
+            self._timeline = session_timeline(self.protocol)
+        timeline = self._timeline
+        msg_at = [i for i, (_, m, _) in enumerate(timeline) if m is not None]
+        changes: dict[int, Any] = {}
+        r = _Bytes(data)
+        while msg_at and r.left() >= 3:
+            i = msg_at[r.u16() % len(msg_at)]
+            changed = mutate_message(changes.get(i, timeline[i][1]), r)
+            if changed is not None:
+                changes[i] = changed
+        codec = self._codec_cls(self._roles[0])
+        host = self._host_cls(self._entry.kind)
+        script = self._script = bytearray()
+        last = T0_US
+        host.connection_made(T0_US)
+        for i, (now, m, wire) in enumerate(timeline):
+            if i in changes:
+                m = changes[i]
+                try:
+                    wire = codec.encode(m)
+                except Exception:  # the change made no valid message (wrong type, range)
+                    self.unencodable += 1
+                    continue
+                self._round_trip(codec, self._roles[0], m)
+            dt_ms = (now - last) // 1000
+            last = now
+            script += b"".join(bytes((min(255, dt_ms - k), 0)) for k in range(0, dt_ms, 255))
+            if dt_ms:
+                host.tick(now)
+            for k in range(0, len(wire), 255):
+                script += bytes((0, len(wire[k : k + 255]))) + wire[k : k + 255]
+                host.data_received(wire[k : k + 255], now)
+            host.take_outgoing()
+
     def _record(self, data: bytes, exc: BaseException, how: str) -> None:
         self.failures += 1
         where = _innermost(exc)
@@ -202,30 +262,174 @@ class Target:
             name = _slug(f"{self.protocol}-{self.target}-internal-{type(exc).__name__}-in-{func}")
         elif kind == "roundtrip":
             name = _slug(f"{self.protocol}-roundtrip-{func}")
+        from tests.protocols.test_fuzz_regressions import HOST_SCRIPT_MAGIC
+
+        if self.target == "message" and kind == "roundtrip":
+            # The bytes of a changed message do not hold the message (its encoding is
+            # what went wrong): report it for ROUND_TRIP_MESSAGES in the regression tests.
+            self._report(data, exc, kind, where, None)
+            return
         if self.target == "codec":
             content = data[1:]
-        else:
-            from tests.protocols.test_fuzz_regressions import HOST_SCRIPT_MAGIC
-
+        elif self.target == "host":
             content = HOST_SCRIPT_MAGIC + data
+        else:  # what the host was given up to the failure, as a host script
+            content = HOST_SCRIPT_MAGIC + bytes(self._script)
         path = self.cases / f"{name}.bin"
-        new = self.save and not path.exists()
-        if new:
+        if self.save and not path.exists():
             self.cases.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
+        self._report(data, exc, kind, where, path)
+
+    def _report(self, data: bytes, exc: BaseException, kind: str, where: tuple[str, ...],
+                path: Path | None) -> None:
         report = {
             "protocol": self.protocol, "target": self.target, "kind": kind,
-            "exception": f"{type(exc).__name__}: {exc}"[:500], "where": list(where),
-            "file": str(path), "new_file": new, "chunk": data[0] if data else 0,
+            "exception": f"{type(exc).__name__}: {exc}"[:2000], "where": list(where),
+            "file": str(path) if path else None, "input": data.hex(),
             "traceback": "".join(traceback.format_exception(exc))[-3000:],
         }
         if not self.save:
             return
-        print(f"\n!!! {self.protocol} {self.target}: {kind} {report['exception'][:200]}"
-              f" -> {path.name}", file=sys.stderr, flush=True)
+        print(f"\n!!! {self.protocol} {self.target}: {kind} {report['exception'][:1000]}"
+              f" -> {path.name if path else 'no file'}", file=sys.stderr, flush=True)
         if self.log is not None:
             with self.log.open("a") as f:
                 f.write(json.dumps(report) + "\n")
+
+
+def session_timeline(protocol: str) -> list[tuple[int, Any, bytes]]:
+    """A recorded session as the host saw it: (time, message the host codec completed
+    then, its bytes), or (time, None, b"") for a tick without data."""
+    from kapmonitor.drivers import registry
+    from kapmonitor.drivers.codecs.base import Role
+    from tests.protocols.test_fuzz_regressions import T0_US, record_session
+
+    entry = registry.get(protocol)
+    script = record_session(entry, SESSION_S).host_script
+    codec = entry.codec_class()(Role.HOST)
+    now, out, i = T0_US, [], 0
+    while i + 1 < len(script):
+        dt, size = script[i], script[i + 1]
+        data = script[i + 2 : i + 2 + size]
+        i += 2 + size
+        now += dt * 1000
+        msgs = codec.feed(data) if data else []
+        if dt and not msgs:
+            out.append((now, None, b""))
+        out.extend((now, m, codec.encode(m)) for m in msgs)
+    return out
+
+
+class _Bytes:
+    """Reads the fuzz input as the choices of a message mutation."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def u8(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def u16(self) -> int:
+        return self.u8() << 8 | self.u8()
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
+
+
+_INTS = (0, 1, -1, 2, 3, 7, 8, 9, 10, 15, 16, 99, 100, 127, 128, 255, 256, 999, 1000, 0x7FFF,
+         0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, -0x8000, 10**6)
+_FLOATS = (0.0, -0.0, 1.0, -1.0, 0.5, 1e-9, 1e9, -1e9, 99.99, 1e300, float("nan"),
+           float("inf"), float("-inf"))
+_STRS = ("", " ", "-", "--", "0", "00", "-1", "A", "ZZ", "?", "^", "|", ";", ":", ".",
+         "\x00", "\x7f", "\u00e9", "9" * 12, "ACTIV", "STOP", "AL_OCCLU", "ml", "ml/h")
+
+
+def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """(path, value) of every field, nested dataclasses and tuples included."""
+    out = [(path, obj)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            out += _leaves(getattr(obj, f.name), (*path, f.name))
+    elif isinstance(obj, tuple):
+        for i, v in enumerate(obj):
+            out += _leaves(v, (*path, i))
+    return out
+
+
+def _replace(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(obj, tuple):
+        return (*obj[:head], _replace(obj[head], rest, value), *obj[head + 1 :])
+    return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value)})
+
+
+def _new_value(old: Any, r: _Bytes) -> Any:
+    op = r.u8()
+    if isinstance(old, bool):
+        return not old
+    if isinstance(old, int):
+        if op < 128:
+            new = _INTS[op % len(_INTS)]
+        elif op < 192:
+            new = old ^ (1 << (op % 32))
+        else:
+            new = old + (op % 5) - 2
+        try:
+            return type(old)(new)  # an enum keeps its type if the value is a member
+        except (ValueError, TypeError):
+            return new
+    if isinstance(old, float):
+        return _FLOATS[op % len(_FLOATS)] if op < 200 else old * (op - 210)
+    if isinstance(old, str):
+        if op < 128:
+            return _STRS[op % len(_STRS)]
+        if op < 160:
+            return old[:-1]
+        if op < 192:
+            return old * 2 if len(old) < 64 else old  # repeated doubling would not end
+        return old + r.take(op % 8).decode("latin-1")
+    if isinstance(old, bytes):
+        if op < 64:
+            return old[: op % (len(old) + 1)]
+        if op < 128 and old:
+            i = r.u16() % len(old)
+            return old[:i] + bytes((r.u8(),)) + old[i + 1 :]
+        return old + r.take(op % 16)
+    if isinstance(old, tuple):
+        if not old or op < 64:
+            return ()
+        i = r.u8() % len(old)
+        if op < 128:
+            return old[:i] + old[i + 1 :]
+        if op < 192:
+            return old[: i + 1] + old[i:]
+        return old[::-1]
+    return None  # None (its type is unknown) or a dataclass (change its fields instead)
+
+
+def mutate_message(m: Any, r: _Bytes) -> Any | None:
+    """``m`` with one field (picked by ``r``) changed, or None if that gave no valid
+    message (the dataclass refused it)."""
+    leaves = _leaves(m)
+    path, old = leaves[r.u8() % len(leaves)]
+    new = _new_value(old, r)
+    if new is None:
+        return None
+    try:
+        return _replace(m, path, new)
+    except (ValueError, TypeError):
+        return None
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -275,7 +479,9 @@ def seeds(protocol: str) -> dict[str, list[bytes]]:
             if wire:
                 codec += [b"\x00" + wire[: CODEC_MAX_LEN - 1], b"\x07" + wire[: CODEC_MAX_LEN - 1]]
         host.append(s.host_script[:HOST_MAX_LEN])
-    return {"codec": codec, "host": host}
+    rng = random.Random(1)
+    message = [b"", *(rng.randbytes(n) for n in (3, 6, 12, 24, 48, 96))]
+    return {"codec": codec, "host": host, "message": message}
 
 
 def write_seeds(corpus: Path, inputs: Iterable[bytes]) -> None:
@@ -312,6 +518,8 @@ def line_coverage(protocol: str, target: str, inputs: Iterable[bytes]) -> tuple[
         return None
 
     run = Target(protocol, target, cases=CASES_DIR, save=False)
+    if target == "message":  # record the session before tracing: it runs the host too
+        run._timeline = session_timeline(protocol)
     sys.settrace(glob)
     try:
         for data in inputs:
@@ -408,8 +616,7 @@ def python_engine(protocol: str, target: str, corpus_dir: Path, seconds: float,
             (corpus_dir / f"py-{len(corpus):06d}").write_bytes(data)
     dt = time.monotonic() - t0
     return {"execs": execs, "seconds": dt, "edges": len(edges), "features": None,
-            "failures": run.failures, "distinct": len(run.found),
-            "unencodable": run.unencodable, "corpus": len(corpus)}
+            "failures": len(run.found)}
 
 
 # --- the atheris engine -------------------------------------------------------------------------
@@ -428,7 +635,7 @@ def atheris_worker(args: argparse.Namespace) -> None:
         entry.codec_class()
         entry.host_class()
     run = Target(protocol, target, cases=args.cases, log=args.log)
-    max_len = CODEC_MAX_LEN if target == "codec" else HOST_MAX_LEN
+    max_len = MAX_LEN[target]
     libfuzzer = [
         sys.argv[0], str(args.corpus_dir),
         f"-max_total_time={max(1, round(args.seconds))}", "-print_final_stats=1",
@@ -440,7 +647,7 @@ def atheris_worker(args: argparse.Namespace) -> None:
 
 
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)
-_DONE = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
+_DONE = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")  # last: DONE
 
 
 def atheris_engine(protocol: str, target: str, corpus_dir: Path, seconds: float,
@@ -448,7 +655,8 @@ def atheris_engine(protocol: str, target: str, corpus_dir: Path, seconds: float,
     log = work / f"{protocol}-{target}.failures.jsonl"
     artifacts = work / f"{protocol}-{target}-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    execs, cov, ft, corp, crashes_outside = 0, 0, 0, 0, 0
+    log.unlink(missing_ok=True)
+    execs, cov, ft, crashes_outside = 0, 0, 0, 0
     t0 = time.monotonic()
     for _attempt in range(5):  # a libFuzzer-level failure (hang, OOM) ends a child early
         left = seconds - (time.monotonic() - t0)
@@ -457,7 +665,7 @@ def atheris_engine(protocol: str, target: str, corpus_dir: Path, seconds: float,
         cmd = [sys.executable, __file__, "--worker", protocol, target,
                "--corpus-dir", str(corpus_dir), "--seconds", f"{left:.0f}",
                "--cases", str(cases), "--log", str(log), "--artifacts", str(artifacts)]
-        out = work / f"{protocol}-{target}.libfuzzer.log"
+        out = work / f"{protocol}-{target}.libfuzzer-{_attempt}.log"
         with out.open("w") as f:
             subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False, cwd=REPO)
         text = out.read_text(errors="replace")
@@ -465,36 +673,34 @@ def atheris_engine(protocol: str, target: str, corpus_dir: Path, seconds: float,
         execs += stats.get("number_of_executed_units", 0)
         done = _DONE.findall(text)
         if done:
-            _, c, f_, n = done[-1]
-            cov, ft, corp = max(cov, int(c)), max(ft, int(f_)), int(n)
+            _, c, f_, _ = done[-1]
+            cov, ft = max(cov, int(c)), max(ft, int(f_))
         if "stat::number_of_executed_units" in text and not list(artifacts.iterdir()):
             break
         for art in sorted(artifacts.iterdir()):  # timeout-*, oom-*, crash-*
             kind = art.name.split("-")[0]
             crashes_outside += 1
-            dest = cases / f"{protocol}-{target}-{kind}.bin"
-            if not dest.exists():
+            if target == "message":  # mutation choices, not bytes a device sent
+                dest = work / f"{protocol}-message-{kind}.input"
+                art.replace(dest)
+            else:
+                dest = cases / f"{protocol}-{target}-{kind}.bin"
                 data = art.read_bytes()
-                if target == "codec":
-                    data = data[1:]
-                else:
+                if not dest.exists():
                     from tests.protocols.test_fuzz_regressions import HOST_SCRIPT_MAGIC
 
-                    data = HOST_SCRIPT_MAGIC + data
-                cases.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-            print(f"\n!!! {protocol} {target}: libFuzzer {kind} -> {dest.name} "
-                  f"(log: {out})", file=sys.stderr)
-            art.unlink()
+                    cases.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data[1:] if target == "codec" else HOST_SCRIPT_MAGIC + data)
+                art.unlink()
+            print(f"\n!!! {protocol} {target}: libFuzzer {kind} -> {dest} (log: {out})",
+                  file=sys.stderr)
         if not done and "stat::" not in text:
             print(text[-2000:], file=sys.stderr)
             break
     reports = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return {"execs": execs, "seconds": time.monotonic() - t0, "edges": cov, "features": ft,
-            "failures": len(reports) + crashes_outside,
-            "distinct": len({(r["kind"], r["exception"].split(":")[0], *r["where"])
-                             for r in reports}) + crashes_outside,
-            "unencodable": None, "corpus": corp, "reports": reports}
+            "failures": len({(r["kind"], r["exception"].split(":")[0], *r["where"])
+                             for r in reports}) + crashes_outside}
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -536,8 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         root = args.corpus or Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="kap-fuzz-")))
         print(f"engine {engine}, {args.seconds:g} s per protocol and target, corpora in {root}")
-        print(f"{'protocol':11} {'target':6} {'execs':>9} {'execs/s':>8} {'edges':>6} "
-              f"{'feat':>6} {'lines':>13} {'corpus':>6} {'fails':>5} {'distinct':>8}")
+        print(f"{'protocol':11} {'target':7} {'execs':>9} {'execs/s':>8} {'edges':>6} "
+              f"{'feat':>6} {'lines':>14} {'corpus':>6} {'crashes':>7}")
         failed = 0
         for name in protocols:
             seed = seeds(name)
@@ -547,19 +753,20 @@ def main(argv: list[str] | None = None) -> int:
                 if engine == "atheris":
                     r = atheris_engine(name, target, corpus, args.seconds, args.cases, root)
                 else:
-                    max_len = CODEC_MAX_LEN if target == "codec" else HOST_MAX_LEN
+                    max_len = MAX_LEN[target]
                     r = python_engine(name, target, corpus, args.seconds, args.cases, max_len)
                 inputs = [f.read_bytes() for f in sorted(corpus.iterdir())]
                 lines, total = line_coverage(name, target, inputs)
                 failed += r["failures"]
                 feat = "-" if r["features"] is None else str(r["features"])
-                print(f"{name:11} {target:6} {r['execs']:9d} {r['execs'] / r['seconds']:8.0f} "
-                      f"{r['edges']:6d} {feat:>6} {lines:5d}/{total:<4d}{100 * lines / total:3.0f}%"
-                      f" {len(inputs):6d} {r['failures']:5d} {r['distinct']:8d}", flush=True)
-        print("(edges/feat: libFuzzer's cov/ft over the instrumented modules; "
-              "lines: lines of those modules the final corpus reaches; fails: failing "
-              "executions; distinct: distinct failures, each saved under "
-              f"{args.cases.relative_to(REPO) if args.cases.is_relative_to(REPO) else args.cases})")
+                print(f"{name:11} {target:7} {r['execs']:9d} {r['execs'] / r['seconds']:8.0f} "
+                      f"{r['edges']:6d} {feat:>6} {lines:5d}/{total:<4d}{100 * lines / total:4.0f}%"
+                      f" {len(inputs):6d} {r['failures']:7d}", flush=True)
+        where = args.cases.relative_to(REPO) if args.cases.is_relative_to(REPO) else args.cases
+        print(f"(edges/feat: libFuzzer's cov/ft over the instrumented modules (python engine: "
+              f"line pairs); lines: function lines of the codec's modules (codec) or the "
+              f"codec's and host's (host, message) the final corpus reaches; crashes: "
+              f"distinct failures, saved under {where})")
     return 1 if failed else 0
 
 
