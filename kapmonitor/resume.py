@@ -56,6 +56,7 @@ class ResumeState:
     programme: dict[str, Any]
     alarm_limits: AlarmLimits | None
     t0_us: int | None
+    created_us: int
     #: the phase code of the latest phase entry (amendments applied): "baseline", ...
     phase: str
     #: the last time anything was stored for the session (sample, event or heartbeat)
@@ -139,6 +140,7 @@ def load_resume_state(store: Store, session_id: int) -> ResumeState:
     return ResumeState(
         session_id=session_id, uid=row["uid"], patient=patient, room=row["room"],
         clinicians=row["clinicians"], protocol=row["protocol"], demo=bool(row["demo"]),
-        programme=programme, alarm_limits=limits, t0_us=row["t0_us"], phase=phase,
+        programme=programme, alarm_limits=limits, t0_us=row["t0_us"],
+        created_us=row["created_us"], phase=phase,
         last_data_us=int(last), devices=devices, pump_source=pump_source,
         infusion_end_us=ends[-1] if ends else None, discharge_scores=scores)

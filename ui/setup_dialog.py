@@ -105,6 +105,8 @@ class SetupDialog(QDialog):
         self.check: DoseCheck | None = None
         self.confirmed: ConfirmedProgramme | None = None
         self.recovered: list[Any] = []
+        #: set when the nurse chose to resume a session left open instead of a new one
+        self.resume_id: int | None = None
         self._acks: dict[Finding, bool] = {}
         self._warn_boxes: list[tuple[Finding, QCheckBox]] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -418,9 +420,7 @@ class SetupDialog(QDialog):
         fut.add_done_callback(lambda f: self._relay.post(tag, f))
 
     def _look_for_abandoned(self) -> None:
-        from kapmonitor.store import find_abandoned
-
-        self._submit("abandoned", find_abandoned, self.store)
+        self._submit("abandoned", _abandoned_offers, self.store)
 
     def _on_relay(self, tag: Any, fut: Future[Any]) -> None:
         exc = fut.exception()
@@ -447,27 +447,77 @@ class SetupDialog(QDialog):
         self.recovery_lay.addWidget(lab)
         self.recovery.setVisible(True)
 
-    def _show_abandoned(self, abandoned: list[Any]) -> None:
-        if not abandoned:
+    def _show_abandoned(self, offers: list[tuple[Any, Any]]) -> None:
+        """Each session left open, described so the nurse knows which patient it is
+        (issue 13 item 2), with Resume (carry on the same session) and Recover (close it
+        with a gap marker)."""
+        if not offers:
             return
-        head = QLabel(f"{len(abandoned)} session(s) were left open by a recording that "
-                      "stopped. Recover them to close their records properly:")
+        head = QLabel(f"{len(offers)} session(s) were left open by a recording that stopped. "
+                      "Resume one to carry it on (same session, same t0, the dose continued "
+                      "from the pump), or recover it to close its record:")
         head.setWordWrap(True)
         head.setStyleSheet("color: #f0c56a;")
         self.recovery_lay.addWidget(head)
         from kapmonitor.store import recover
 
-        for a in abandoned:
+        for a, st in offers:
             row = QHBoxLayout()
-            lab = QLabel(f"Session {a.session_id}: {a.reason}")
+            lab = QLabel(_describe_offer(a, st))
             lab.setWordWrap(True)
+            resume = QPushButton("Resume")
+            resume.setObjectName(f"resume-{a.session_id}")
+            resume.setEnabled(st is not None)
+            resume.clicked.connect(lambda _=False, sid=a.session_id: self._resume(sid))
             btn = QPushButton("Recover")
             btn.setObjectName(f"recover-{a.session_id}")
-            btn.clicked.connect(lambda _=False, a=a, lab=lab, btn=btn: (
-                btn.setEnabled(False),
+            btn.clicked.connect(lambda _=False, a=a, lab=lab, btn=btn, r=resume: (
+                btn.setEnabled(False), r.setEnabled(False),
                 self._submit(("recovered", lab, btn), recover, self.store, a)))
             row.addWidget(lab, 1)
+            row.addWidget(resume)
             row.addWidget(btn)
             self.recovery_lay.addLayout(row)
         self.recovery.setVisible(True)
 
+    def _resume(self, session_id: int) -> None:
+        self.resume_id = session_id
+        self.accept()
+
+
+def _abandoned_offers(store: Any) -> list[tuple[Any, Any]]:
+    """Sessions left open, each with what the store knows of it (None when it cannot be
+    read back for a resume: it can still be recovered). Runs on the dialog's worker."""
+    from kapmonitor.resume import load_resume_state
+    from kapmonitor.store import StoreError, find_abandoned
+
+    out: list[tuple[Any, Any]] = []
+    for a in find_abandoned(store):
+        try:
+            st = load_resume_state(store, a.session_id)
+        except StoreError:
+            st = None
+        out.append((a, st))
+    return out
+
+
+def _describe_offer(a: Any, st: Any) -> str:
+    """"Session 12 — KAP-0147, room 2, started 14:02, Infusion, last data 14:31 (18 min
+    ago): recording process 4711 is no longer running"."""
+    import time
+
+    from kapmonitor.session import PHASE_LABELS, Phase
+
+    def hm(t_us: int | None) -> str:
+        return "?" if t_us is None else time.strftime("%d %b %H:%M", time.localtime(t_us / 1e6))
+
+    if st is None:
+        return f"Session {a.session_id}: {a.reason}"
+    ago = (time.time() - st.last_data_us / 1e6) / 60
+    phase = PHASE_LABELS.get(Phase(st.phase), st.phase) if st.phase in {p.value for p in Phase} \
+        else st.phase
+    who = st.patient or "no patient id"
+    room = f", room {st.room}" if st.room else ""
+    return (f"Session {a.session_id} \u2014 {who}{room}, {phase}, started "
+            f"{hm(st.created_us)}, last data {hm(st.last_data_us)} "
+            f"({ago:.0f} min ago): {a.reason}")

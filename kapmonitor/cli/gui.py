@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
         setup = SetupDialog(store)
         if setup.exec() != QDialog.DialogCode.Accepted:
             return 0
-        session = LiveSession(store, setup.config()).start()
+        if setup.resume_id is not None:  # the same session carried on, devices reconnected
+            session = LiveSession.resume(store, setup.resume_id).start()
+        else:
+            session = LiveSession(store, setup.config()).start()
         for spec in parsed:
             start_device(spec, session.attach, session.bus.publish)
         return run_app(session, settings=settings)

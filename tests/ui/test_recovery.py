@@ -79,3 +79,36 @@ def test_window_left_open_or_killed_leaves_a_recoverable_session(mode: str, tmp_
         assert find_abandoned(store) == []
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_setup_dialog_offers_resume_of_a_killed_window(tmp_path: Path, qtbot) -> None:
+    """Issue 13 item 2: the offer says which patient, room, phase and when; Resume carries
+    the same session on (recorded as a gap marker), Recover stays available."""
+    from PySide6.QtWidgets import QLabel, QPushButton
+
+    from kapmonitor.session import LiveSession
+    from kapmonitor.ui.setup_dialog import SetupDialog
+
+    db, png = tmp_path / "kap.sqlite", tmp_path / "window.png"
+    lines = _run("kill", db, png)
+    sid = int(lines[0].split()[1])
+    store = Store.open(str(db))
+    try:
+        dlg = SetupDialog(store)
+        qtbot.addWidget(dlg)
+        qtbot.waitUntil(lambda: dlg.findChild(QPushButton, f"resume-{sid}") is not None,
+                        timeout=20_000)
+        texts = [lab.text() for lab in dlg.findChildren(QLabel)]
+        offer = next(t for t in texts if t.startswith(f"Session {sid} \u2014"))
+        assert "no longer running" in offer and "last data" in offer
+        assert dlg.findChild(QPushButton, f"recover-{sid}").isEnabled()
+        dlg.findChild(QPushButton, f"resume-{sid}").click()
+        assert dlg.result() == SetupDialog.DialogCode.Accepted and dlg.resume_id == sid
+        session = LiveSession.resume(store, sid).start()
+        session.close()
+        assert [s.status for s in store.sessions()] == ["closed"]
+        kinds = [(e.kind, e.code) for e in SessionReader(store.engine, sid).entries()]
+        assert ("gap", "recording-resumed") in kinds
+    finally:
+        store.close()
