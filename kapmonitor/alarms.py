@@ -159,6 +159,8 @@ class AlarmAction(enum.StrEnum):
     REMINDER = "reminder"
     AUDIO_PAUSE = "audio-pause"
     AUDIO_RESUME = "audio-resume"
+    AUDIO_OFF = "audio-off"
+    AUDIO_ON = "audio-on"
     CLEAR = "clear"
     RESET = "reset"
 
@@ -227,6 +229,7 @@ class AudioMode(enum.StrEnum):
     SILENT = "silent"
     PAUSED = "paused"
     SOUNDING = "sounding"
+    OFF = "off"  # IEC 60601-1-8 AUDIO OFF: the room's sounds muted, with a reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,9 @@ class AudioState:
     priority: Priority | None
     paused_remaining_s: float | None = None
     paused_until_us: int | None = None
+    #: AUDIO OFF: why, by whom, and until when (None: until the session ends)
+    off_reason: str = ""
+    off_until_us: int | None = None
 
 
 # ------------------------------------------------------------------ internal state
@@ -408,6 +414,7 @@ class AlarmEngine:
         self._clock = 0
         self._pause_until: int | None = None
         self._pause_ceiling = Priority.MEDIUM
+        self._off: tuple[str, str, int | None] | None = None  # (reason, user, until)
         self._counters: collections.Counter[str] = collections.Counter()
         self._build()
 
@@ -486,6 +493,9 @@ class AlarmEngine:
         with self._lock:
             now = self._clock if now_us is None else now_us
             prio = self._audible_priority()
+            if self._off is not None:
+                reason, _user, until = self._off
+                return AudioState(AudioMode.OFF, prio, off_reason=reason, off_until_us=until)
             if self._paused(now):
                 assert self._pause_until is not None
                 return AudioState(AudioMode.PAUSED, prio,
@@ -648,6 +658,47 @@ class AlarmEngine:
             self._queue(out)
         self._deliver()
         return out
+
+    def audio_off(self, now_us: int, reason: str, *, user: str = "",
+                  minutes: float | None = None) -> list[AlarmEvent]:
+        """AUDIO OFF for this session (issue 13 item 4): every alarm stays visible, none
+        sounds, until ``audio_on``, the end of ``minutes`` (1 to 720), or the session's end
+        (a new engine starts with sound). A reason is required and recorded."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise AlarmCommandError("say why alarm sounds are turned off in this room")
+        if minutes is not None and (isinstance(minutes, bool) or not math.isfinite(minutes)
+                                    or not 1 <= minutes <= 720):
+            raise AlarmCommandError(f"alarm sounds can be off for 1 to 720 min, got {minutes!r}")
+        out: list[AlarmEvent] = []
+        with self._lock:
+            self._advance(now_us)
+            until = None if minutes is None else now_us + round(minutes * 60 * _US)
+            self._off = (reason.strip(), user, until)
+            by = f" by {user}" if user else ""
+            how = "until the session ends" if minutes is None else f"for {minutes:g} min"
+            self._event(out, AlarmAction.AUDIO_OFF, AUDIO_KEY, None, AlarmKind.SYSTEM,
+                        Priority.HIGH, now_us, minutes, None,
+                        f"Alarm sounds OFF in this room {how}{by}: {reason.strip()}", user=user)
+            self._queue(out)
+        self._deliver()
+        return out
+
+    def audio_on(self, now_us: int, user: str = "", why: str = "") -> list[AlarmEvent]:
+        """End AUDIO OFF. No event when sounds were on."""
+        out: list[AlarmEvent] = []
+        with self._lock:
+            self._advance(now_us)
+            if self._off is not None:
+                self._audio_on(now_us, out, why or (f"Alarm sounds back on by {user}" if user
+                                                    else "Alarm sounds back on"), user)
+            self._queue(out)
+        self._deliver()
+        return out
+
+    def _audio_on(self, t: int, out: list[AlarmEvent], message: str, user: str = "") -> None:
+        self._off = None
+        self._event(out, AlarmAction.AUDIO_ON, AUDIO_KEY, None, AlarmKind.SYSTEM,
+                    Priority.HIGH, t, None, None, message, user=user)
 
     def raise_technical(self, key: str, priority: Priority | str, message: str,
                         now_us: int) -> list[AlarmEvent]:
@@ -1249,6 +1300,8 @@ class AlarmEngine:
                 self._breakthrough(c, now, out)
         if self._pause_until is not None and now >= self._pause_until:
             self._end_pause(now, out, "Audio pause expired")
+        if self._off is not None and self._off[2] is not None and now >= self._off[2]:
+            self._audio_on(now, out, "Alarm sounds back on: the set time ended")
         if (self._last_subscriber_error_us is not None
                 and now - self._last_subscriber_error_us >= SUBSCRIBER_CLEAR_S * _US):
             self._last_subscriber_error_us = None

@@ -512,6 +512,15 @@ class LiveSession:
     def audio_pause(self, seconds: float | None = None, *, user: str = "") -> list[AlarmEvent]:
         return self.alarms.audio_pause(self.clock(), seconds, user=user)
 
+    def audio_off(self, reason: str, *, minutes: float | None = None,
+                  user: str = "") -> list[AlarmEvent]:
+        """Turn the room's alarm sounds off for this session (recorded with the reason);
+        they come back after ``minutes`` or with the next session, never silently later."""
+        return self.alarms.audio_off(self.clock(), reason, user=user, minutes=minutes)
+
+    def audio_on(self, *, user: str = "") -> list[AlarmEvent]:
+        return self.alarms.audio_on(self.clock(), user=user)
+
     def _evaluate_alarms(self, messages: Sequence[Message]) -> None:
         self.alarms.evaluate(messages)
 

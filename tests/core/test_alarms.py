@@ -894,3 +894,21 @@ def test_alarm_text_shows_the_current_and_the_worst_value(eng):
     events = play(eng, [rd(SPO2, 94, 13)])
     (clr,) = [e for e in events if e.action is CLEAR]
     assert "cleared at 94 %" in clr.message and "worst 89 %" in clr.message
+
+
+def test_audio_off_needs_a_reason_is_recorded_and_ends_by_itself(eng):
+    """Issue 13 item 4: a room mute was one click, no reason, no expiry, kept forever."""
+    from kapmonitor.alarms import AlarmAction, AudioMode
+
+    with pytest.raises(AlarmCommandError, match="say why"):
+        eng.audio_off(0, " ")
+    (ev,) = eng.audio_off(0, "patient asleep, nurse at the bedside", user="RN A", minutes=30)
+    assert (ev.action, ev.kind, ev.user) == (AlarmAction.AUDIO_OFF, AlarmKind.SYSTEM, "RN A")
+    assert "for 30 min" in ev.message and "patient asleep" in ev.message
+    play(eng, [series(SPO2, 85, 1, 20)])
+    st = eng.audio_state()
+    assert st.mode is AudioMode.OFF and st.priority is not None  # visible, not sounding
+    assert st.off_until_us == 30 * 60 * S
+    events = play(eng, [30 * 60.0])
+    assert [e.action for e in events if e.kind is AlarmKind.SYSTEM] == [AlarmAction.AUDIO_ON]
+    assert eng.audio_state().mode is AudioMode.SOUNDING
