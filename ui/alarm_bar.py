@@ -15,7 +15,14 @@ Why it looks like this (clinical.md §5.1, §5.3):
   engine's default 2 min while the visual signals continue, and the bar then shows a
   crossed bell with the countdown "AUDIO PAUSED 1:47" (§5.3).
 - The bar has a fixed height whether or not alarms are active, so nothing else on the
-  screen jumps when an alarm comes and goes.
+  screen jumps when an alarm comes and goes. The main window sets that height in
+  proportion to its own.
+- A chip's message is read from across the room, so its headline (asterisks, parameter,
+  condition and value: "*** SpO2 LOW 85 %") is fitted to the chip, as tall as the chip
+  allows and only smaller when it would not fit its width; the details after it ("(< 88):
+  escalated to high — ack") follow at half that size in whatever width is left, elided,
+  whole in the tooltip. An advisory's text is fitted whole (its reason is its message).
+  The fit is done when the chip is resized or its alarm changes, never per frame.
 """
 
 from __future__ import annotations
@@ -25,7 +32,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPainterPath, QPaintEvent, QPen
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPen,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
 from kapmonitor.alarm_limits import Priority
@@ -33,7 +49,8 @@ from kapmonitor.alarms import ActiveAlarm, AlarmCommandError, AlarmKind, AudioMo
 
 from . import theme
 
-__all__ = ["AlarmBar", "AlarmChip", "BellIcon", "by_channel", "chip_text", "countdown"]
+__all__ = ["AlarmBar", "AlarmChip", "BellIcon", "by_channel", "chip_text", "countdown",
+           "split_headline"]
 
 MAX_CHIPS = 3
 
@@ -60,15 +77,36 @@ def chip_text(a: ActiveAlarm) -> str:
     return text
 
 
+def split_headline(text: str) -> tuple[str, str]:
+    """('*** SpO2 LOW 85 %', '(< 88): escalated to high') from a chip's text: the headline
+    ends before the first parenthesis or dash, or after the first colon (CONSIDER HOLD:)."""
+    cut, keep = len(text), 0
+    for sep, kept in ((" (", 0), (": ", 1), (" \u2014 ", 0)):
+        i = text.find(sep)
+        if 0 < i < cut:
+            cut, keep = i, kept
+    return text[:cut + keep].rstrip(), text[cut + keep:].strip()
+
+
 class AlarmChip(QWidget):
     """One alarm, painted (so a flash is a repaint, not a stylesheet change)."""
+
+    #: the headline's ink fills at most this much of the chip's inner height
+    FILL = 0.84
+    MIN_PX = 13
+    #: the details' size relative to the headline's
+    DETAIL = 0.5
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.alarm: ActiveAlarm | None = None
         self.text = ""
         self._lit = True
-        self.setFont(theme.font(17, bold=True))
+        self._fitted: tuple[str, int, int] | None = None
+        #: (text, font, x) of the headline and the details as drawn
+        self._runs: list[tuple[str, QFont, float]] = []
+        self._baseline = 0.0
+        self.setFont(theme.font(17, bold=True, numbers=True))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumWidth(120)
 
@@ -77,7 +115,49 @@ class AlarmChip(QWidget):
         self.text = chip_text(a) if a is not None else ""
         self.setToolTip(self._tooltip(a))
         self.setVisible(a is not None)
+        self._fit()
         self.update()
+
+    def _text_rect(self) -> QRectF:
+        return QRectF(self.rect()).adjusted(10, 4, -10, -4)
+
+    def _fit(self) -> None:
+        """The headline as large as the chip allows, the details after it at half size in
+        the width that is left (elided, or left out when too little is left)."""
+        r = self._text_rect()
+        key = (self.text, int(r.width()), int(r.height()))
+        if key == self._fitted or not self.text or r.width() < 8 or r.height() < 8:
+            return
+        self._fitted = key
+        # an advisory's headline ("CONSIDER HOLD:") says nothing without its reason
+        advisory = self.alarm is not None and self.alarm.kind is AlarmKind.ADVISORY
+        head, detail = (self.text, "") if advisory else split_headline(self.text)
+        px = theme.fit_px([head], r.width(), r.height() * self.FILL, min_px=self.MIN_PX)
+        f = theme.font(px, bold=True, numbers=True)
+        self.setFont(f)
+        fm = QFontMetricsF(f)
+        head_shown = fm.elidedText(head, Qt.TextElideMode.ElideRight, r.width())
+        ink = fm.tightBoundingRect(head_shown)
+        self._baseline = r.center().y() - (ink.top() + ink.bottom()) / 2
+        x = r.left()
+        self._runs = [(head_shown, f, x)]
+        if detail and head_shown == head:
+            df = theme.font(max(self.MIN_PX, round(px * self.DETAIL)), bold=True, numbers=True)
+            dfm = QFontMetricsF(df)
+            dx = x + fm.horizontalAdvance(head) + dfm.horizontalAdvance(" ") * 1.5
+            room = r.right() - dx
+            if room >= dfm.horizontalAdvance("Mmmm\u2026"):
+                shown = dfm.elidedText(detail, Qt.TextElideMode.ElideRight, room)
+                self._runs.append((shown, df, dx))
+
+    @property
+    def shown_text(self) -> str:
+        """The text as drawn (headline, then details as far as they fit)."""
+        return " ".join(t for t, _, _ in self._runs)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
 
     @staticmethod
     def _tooltip(a: ActiveAlarm | None) -> str:
@@ -121,11 +201,9 @@ class AlarmChip(QWidget):
             text_colour = colour
         p.drawRoundedRect(r, 6, 6)
         p.setPen(text_colour)
-        p.setFont(self.font())
-        fm = p.fontMetrics()
-        text = fm.elidedText(self.text, Qt.TextElideMode.ElideRight, int(r.width() - 16))
-        p.drawText(r.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter
-                   | Qt.AlignmentFlag.AlignLeft, text)
+        for text, f, x in self._runs:
+            p.setFont(f)
+            p.drawText(QPointF(x, self._baseline), text)
         p.end()
 
 
@@ -201,7 +279,7 @@ class AlarmBar(QFrame):
         self.ack.clicked.connect(self.acknowledgeRequested.emit)
         self.pause.clicked.connect(self.audioPauseRequested.emit)
         lay = QHBoxLayout(self)
-        lay.setContentsMargins(6, 4, 6, 4)
+        lay.setContentsMargins(6, 3, 6, 3)
         lay.setSpacing(6)
         lay.addWidget(self.none_label, 1)
         for i, c in enumerate(self.chips):
@@ -214,7 +292,25 @@ class AlarmBar(QFrame):
         lay.addWidget(self.pause)
         self._audio: AudioState | None = None
         self._audio_text = ""
+        self._small_px = 0
         self.set_alarms([])
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """The words beside the chips (no alarms, audio state, the two buttons) grow a
+        little with the bar; the chips fit their own text."""
+        super().resizeEvent(event)
+        px = max(14, min(20, round(self.height() * 0.24)))
+        if px == self._small_px:
+            return
+        self._small_px = px
+        self.none_label.setFont(theme.font(px + 2))
+        self.more.setFont(theme.font(px + 1, bold=True))
+        self.audio_label.setFont(theme.font(px, bold=True))
+        for b in (self.ack, self.pause):
+            b.setFont(theme.font(px, bold=True))
+        self.audio_label.setMaximumWidth(round(px * 10))
+        side = max(28, min(40, round(self.height() * 0.45)))
+        self.bell.setFixedSize(QSize(side, side))
 
     # -- state -------------------------------------------------------------------------------
 

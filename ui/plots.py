@@ -14,8 +14,16 @@ Why it is built this way:
   (``connect="finite"``), bounded arrays. Each curve keeps a mirror of its ring and appends
   only what is new since the last frame; a curve whose ring version did not move is not
   touched at all, so the 30 Hz timer re-renders a trend about once per new reading.
-- Markers (notes, cues, phases, alarms) are vertical lines with short labels on every plot,
-  labels only on the top one, staggered so neighbours do not overprint.
+- Markers (notes, cues, phases, alarms) are vertical lines on every plot with a short label
+  on the top one. The labels are placed whenever the view moves or is resized (never per
+  frame): newest first, each on the highest row of the top plot where it does not overprint
+  another, as many rows as the plot's height holds, on the left of its line near the right
+  edge (the newest marker is always there) so it is never cut; a label with no room left is
+  hidden (its line stays, and the timeline lists every entry).
+- Each plot's title and units are written inside its top-left corner, in the colours of its
+  curves, instead of as a rotated axis title: a rotated title longer than a short plot (a
+  1024x768 screen) is cut or runs into its neighbour's. Axes never print an SI prefix: a
+  pleth strip has no unit, and "(x0.001)" on it would only mislead.
 - Waves sweep like a monitor: a fixed 10-s window, new samples overwrite the old ones left
   to right with a short blank ahead of the write point, so the axis never scrolls.
 """
@@ -29,7 +37,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsTextItem,
+    QHBoxLayout,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from kapmonitor.alarm_limits import AlarmLimits
 from kapmonitor.live import LiveBuffers
@@ -58,6 +73,32 @@ MARKER_COLOURS = {
 
 def _tick_font() -> QFont:
     return theme.font(12)
+
+
+#: pixel size of the marker labels on the top plot
+MARKER_FONT_PX = 11
+
+
+def corner_title(plot: pg.PlotItem, parts: list[tuple[str, str]]) -> QGraphicsTextItem:
+    """Write ``parts`` ((text, colour) pairs) inside the plot's top-left corner.
+
+    The item is a child of the ViewBox itself, not of its data group, so it stays in the
+    corner in pixel coordinates whatever the view range; it takes no mouse buttons, so a
+    drag on it pans the plot as anywhere else."""
+    vb = plot.getViewBox()
+    html = " \u00b7 ".join(
+        f'<span style="color:{colour}">{text.replace("&", "&amp;").replace("<", "&lt;")}'
+        "</span>" for text, colour in parts)
+    item = QGraphicsTextItem()
+    item.setParentItem(vb)
+    item.setHtml(html)
+    item.setFont(theme.font(12, bold=True))
+    item.document().setDocumentMargin(1)
+    item.setPos(3, 0)
+    item.setZValue(30)
+    item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+    item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresParentOpacity, True)
+    return item
 
 
 class Series:
@@ -143,24 +184,34 @@ class Series:
 @dataclass
 class TrendRow:
     """One stacked plot: its title, channels (with line styles) and a fixed y range
-    (monitors use fixed scales: a number's height means the same all session)."""
+    (monitors use fixed scales: a number's height means the same all session).
+    ``legend``: the title as drawn in the plot's corner, (text with units, channel whose
+    colour it takes) per part; by default the title in the first channel's colour."""
 
     title: str
     channels: tuple[Channel, ...]
     y_range: tuple[float, float]
     styles: dict[Channel, dict] = field(default_factory=dict)
     limit_channels: tuple[Channel, ...] = ()
+    legend: tuple[tuple[str, Channel], ...] = ()
+
+    def legend_parts(self) -> list[tuple[str, str]]:
+        parts = self.legend or ((self.title, self.channels[0]),)
+        return [(text, theme.PARAM_COLOURS[ch]) for text, ch in parts]
 
 
 DEFAULT_ROWS: tuple[TrendRow, ...] = (
     TrendRow("HR / PR", (Channel.HR, Channel.PULSE), (30, 170),
-             {Channel.PULSE: {"alpha": 110}}, (Channel.HR,)),
+             {Channel.PULSE: {"alpha": 110}}, (Channel.HR,),
+             legend=(("HR / PR  /min", Channel.HR),)),
     TrendRow("SpO\u2082 %", (Channel.SPO2,), (80, 101), limit_channels=(Channel.SPO2,)),
     TrendRow("NIBP mmHg", (Channel.NIBP_SYS, Channel.NIBP_MEAN, Channel.NIBP_DIA), (30, 220),
              {Channel.NIBP_MEAN: {"alpha": 110},
               Channel.NIBP_SYS: {"symbol": "t1"}, Channel.NIBP_DIA: {"symbol": "t"}},
-             (Channel.NIBP_SYS, Channel.NIBP_DIA)),
-    TrendRow("RR \u00b7 EtCO\u2082", (Channel.RR, Channel.ETCO2), (0, 60)),
+             (Channel.NIBP_SYS, Channel.NIBP_DIA), legend=(("NIBP mmHg  \u25b2 sys  "
+                                                            "\u25bc dia", Channel.NIBP_SYS),)),
+    TrendRow("RR \u00b7 EtCO\u2082", (Channel.RR, Channel.ETCO2), (0, 60),
+             legend=(("RR /min", Channel.RR), ("EtCO\u2082 mmHg", Channel.ETCO2))),
 )
 
 
@@ -189,11 +240,17 @@ class TrendPlots(pg.GraphicsLayoutWidget):
         self._last_redraw_us = 0
         self._markers: list[tuple[int, list[pg.InfiniteLine]]] = []
         self._marker_slot = 0
+        #: markers whose label this class places (added without a slot): (t_us, line, width)
+        self._placed: list[tuple[int, pg.InfiniteLine, float]] = []
         self._cursor_lines: list[pg.InfiniteLine] | None = None
         self.redraws = 0
+        #: label placements done (a test checks they follow view changes, not frames)
+        self.placements = 0
+        self.titles: list[QGraphicsTextItem] = []
         for i, row in enumerate(rows):
             plot = self.addPlot(row=i, col=0)
             self._style_plot(plot, row, last=(i == len(rows) - 1))
+            self.titles.append(corner_title(plot, row.legend_parts()))
             if self.plots:
                 plot.setXLink(self.plots[0])
             self.plots.append(plot)
@@ -229,6 +286,9 @@ class TrendPlots(pg.GraphicsLayoutWidget):
                         plot.addItem(pg.InfiniteLine(pos=th.value, angle=0,
                                                      pen=pg.mkPen(c, width=1)))
             plot.getViewBox().sigRangeChangedManually.connect(self._user_moved)
+        top = self.plots[0].getViewBox()
+        top.sigXRangeChanged.connect(self.place_labels)
+        top.sigResized.connect(self.place_labels)
 
     def _style_plot(self, plot: pg.PlotItem, row: TrendRow, *, last: bool) -> None:
         plot.setMenuEnabled(False)
@@ -237,12 +297,13 @@ class TrendPlots(pg.GraphicsLayoutWidget):
         plot.setYRange(*row.y_range, padding=0)
         plot.enableAutoRange(x=False, y=False)
         left = plot.getAxis("left")
-        left.setWidth(44)
+        left.setWidth(36)
+        left.enableAutoSIPrefix(False)
         left.setTickFont(_tick_font())
         left.setTextPen(pg.mkPen(theme.TEXT_DIM))
         left.setPen(pg.mkPen(theme.BORDER))
-        left.setLabel(row.title, color=theme.TEXT_DIM, **{"font-size": "11px"})
         bottom = plot.getAxis("bottom")
+        bottom.enableAutoSIPrefix(False)
         bottom.setPen(pg.mkPen(theme.BORDER))
         bottom.setTextPen(pg.mkPen(theme.TEXT_DIM))
         bottom.setTickFont(_tick_font())
@@ -335,6 +396,7 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             (x0, x1), _ = vb.viewRange()
             vb.setXRange(x0 + shift, x1 + shift, padding=0)
         self._last_follow_range = None
+        self.place_labels()
 
     def refresh(self, live: LiveBuffers, now_us: int) -> int:
         """Pull new samples into the curves that have them; move the follow window.
@@ -408,19 +470,22 @@ class TrendPlots(pg.GraphicsLayoutWidget):
 
     # -- markers -----------------------------------------------------------------------------
 
-    #: label heights on the top plot (fractions of its height), top first
+    #: label heights on the top plot (fractions of its height), top first, for markers
+    #: added with an explicit ``slot`` (the replay window places its own labels)
     MARKER_SLOTS = (0.97, 0.83, 0.69, 0.55)
 
     def add_marker(self, t_us: int, label: str, colour: str, *,
                    slot: int | None = None) -> list[pg.InfiniteLine]:
-        """A vertical line at ``t_us`` on every plot, with a short label on the top one
-        (staggered over four heights so neighbouring labels do not overprint; ``slot``
-        chooses the height, round robin by default). An empty label draws the line only."""
+        """A vertical line at ``t_us`` on every plot, with a short label on the top one.
+        Without ``slot`` the label is placed by :meth:`place_labels` (and re-placed when the
+        view moves); with one, it sits at that of ``MARKER_SLOTS`` and its owner places it.
+        An empty label draws the line only."""
         ref = self._ref_us if self._ref_us is not None else t_us
         x = (t_us - ref) / _MIN_US
         # the label is a format string to pyqtgraph ("{value}"): braces in a note are text
         short = _short_label(label).replace("{", "{{").replace("}", "}}")
         lines = []
+        auto = slot is None
         if slot is None:
             slot = self._marker_slot
             self._marker_slot += 1
@@ -436,14 +501,61 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             line = pg.InfiniteLine(pos=x, angle=90, movable=False, pen=pg.mkPen(c, width=1),
                                    **kwargs)
             if i == 0 and getattr(line, "label", None) is not None:
-                line.label.setFont(theme.font(10))
+                line.label.setFont(theme.font(MARKER_FONT_PX))
+                line.label.textItem.document().setDocumentMargin(1)
+                line.label.updateTextPos()
             plot.addItem(line, ignoreBounds=True)
             lines.append(line)
         self._markers.append((t_us, lines))
+        if auto and getattr(lines[0], "label", None) is not None:
+            self._placed.append((t_us, lines[0], self._label_width(lines[0])))
+            self.place_labels()
         return lines
 
     @staticmethod
-    def update_marker(lines: list[pg.InfiniteLine], label: str, colour: str) -> None:
+    def _label_width(line: pg.InfiniteLine) -> float:
+        return float(line.label.boundingRect().width())
+
+    def place_labels(self, *_: object) -> None:
+        """Place the labels of the markers added without a slot: newest first, each on the
+        highest free row of the top plot (as many rows as its height holds), on the right
+        of its line, or on the left when it would run past the right edge; hidden when no
+        row has room (the line stays). Runs when the view moves or is resized or a marker
+        is added, never per frame: a few dozen labels cost well under a millisecond."""
+        if not self._placed:
+            return
+        vb = self.plots[0].getViewBox()
+        (x0, x1), _ = vb.viewRange()
+        w, h = float(vb.width()), float(vb.height())
+        if w < 20 or h < 10 or x1 <= x0:
+            return
+        self.placements += 1
+        row_px = max(float(line.label.boundingRect().height()) for _, line, _ in self._placed)
+        row_px += 1
+        # the top row is left to the plot's title in the corner; the bottom third to data
+        n = max(1, min(6, int((h * 0.8 - row_px) / row_px)))
+        taken: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        px_per_min = w / (x1 - x0)
+        for _t_us, line, width in sorted(self._placed, key=lambda m: -m[0]):
+            label = line.label
+            x = (float(line.value()) - x0) * px_per_min
+            if x < 0 or x > w:
+                label.setVisible(False)
+                continue
+            left = x + width > w - 2  # would run past the right edge: the other side
+            span = (x - width - 2, x + 2) if left else (x - 2, x + width + 2)
+            level = next((k for k in range(n) if all(
+                span[1] <= a or span[0] >= b for a, b in taken[k])), None)
+            if level is None:
+                label.setVisible(False)
+                continue
+            taken[level].append(span)
+            anchor = (1, 0.5) if left else (0, 0.5)
+            label.anchors = [anchor, anchor]
+            label.setVisible(True)
+            label.setPosition(1.0 - (row_px * (level + 1.5)) / h)
+
+    def update_marker(self, lines: list[pg.InfiniteLine], label: str, colour: str) -> None:
         """Relabel and recolour a marker (an alarm that escalated)."""
         for i, line in enumerate(lines):
             c = QColor(colour)
@@ -452,6 +564,11 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             if i == 0 and getattr(line, "label", None) is not None:
                 line.label.setFormat(_short_label(label).replace("{", "{{").replace("}", "}}"))
                 line.label.setColor(colour)
+        for k, (t_us, line, _w) in enumerate(self._placed):
+            if line is lines[0]:
+                self._placed[k] = (t_us, line, self._label_width(line))
+                self.place_labels()
+                break
 
     @property
     def marker_count(self) -> int:
@@ -488,11 +605,12 @@ class WaveStrip(pg.PlotWidget):
         plot.setMouseEnabled(x=False, y=False)
         plot.hideAxis("bottom")
         left = plot.getAxis("left")
-        left.setWidth(44)
+        left.setWidth(36)
         left.setStyle(showValues=False)
+        left.enableAutoSIPrefix(False)  # a unitless pleth would read "(x0.001)"
         left.setPen(pg.mkPen(theme.BORDER))
-        left.setLabel(CHANNELS[channel].label, color=theme.PARAM_COLOURS[channel],
-                      **{"font-size": "12px"})
+        self.title = corner_title(plot, [(CHANNELS[channel].label,
+                                          theme.PARAM_COLOURS[channel])])
         plot.setXRange(0, seconds, padding=0)
         plot.enableAutoRange(x=False, y=False)
         if y_range is not None:
@@ -596,7 +714,7 @@ class TrendPanel(QWidget):
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 0, 4, 0)
         bar.setSpacing(4)
-        self.view_label = QLabel("Trends: whole session, following")
+        self.view_label = theme.ElidedLabel("Trends: whole session, following")
         self.view_label.setObjectName("dim")
         bar.addWidget(self.view_label)
         bar.addStretch(1)

@@ -7,6 +7,13 @@ rate, volume infused, volume to be infused, the delivered dose in mg and mg/kg (
 small trend. The estimate is a model output with about ±50 % uncertainty, so it is always
 labelled as such (``pk.MODEL_ESTIMATE_LABEL``) and drawn in violet, never in an alarm colour.
 KAP Monitor never controls a pump: there are no pump buttons here.
+
+The rate is the figure read from across the room (is the pump running at what was
+programmed?), so it gets the widest cell and the largest digits; every figure is a
+:class:`~kapmonitor.ui.theme.FitLabel` that fills its cell, so the panel's numbers grow with
+the window (the main window gives the panel a height in proportion to its own). Texts that
+may be long (the programme, a pump's alarm list) elide with the whole text as a tooltip
+instead of holding the window wide.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
@@ -52,23 +61,39 @@ def _num(v: float | None, fmt: str) -> str:
 
 
 class _Cell(QWidget):
-    def __init__(self, title: str, colour: str, px: int = 24) -> None:
+    """A small title over a figure that fills the rest of the cell (fitted to
+    ``template``, the widest figure expected). ``short`` is the title used when the cell
+    is too narrow for ``title`` (a 1024-pixel screen); the whole title is the tooltip."""
+
+    def __init__(self, title: str, colour: str, px: int = 24, template: str = "88.8",
+                 short: str = "") -> None:
         super().__init__()
+        self._titles = (title, short or title)
+        self.setToolTip(title)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        self.title = QLabel(title)
+        self.title = theme.ElidedLabel(title)
         self.title.setFont(theme.font(12))
         self.title.setStyleSheet(f"color: {theme.TEXT_DIM};")
-        self.value = QLabel("--")
-        self.value.setFont(theme.font(px, bold=True, numbers=True))
+        self.value = theme.FitLabel("--", template=template, nominal_px=px, min_px=12,
+                                    align=Qt.AlignmentFlag.AlignLeft, fill=0.9)
         self.value.setStyleSheet(f"color: {colour};")
         lay.addWidget(self.title)
-        lay.addWidget(self.value)
+        lay.addWidget(self.value, 1)
 
     def set(self, text: str) -> None:
         if text != self.value.text():
             self.value.setText(text)
+
+    def fit_title(self) -> None:
+        fm = self.title.fontMetrics()
+        long, short = self._titles
+        self.title.setText(long if fm.horizontalAdvance(long) <= self.width() else short)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.fit_title()
 
 
 class PumpPanel(QFrame):
@@ -79,27 +104,28 @@ class PumpPanel(QFrame):
         self.setObjectName("panel")
         self.session = session
         orange, violet = theme.PUMP_ORANGE, theme.CP_VIOLET
-        self.state = QLabel("no pump")
+        self.setMinimumHeight(86)
+        self.state = theme.ElidedLabel("no pump")
         self.state.setFont(theme.font(13, bold=True))
         self.state.setStyleSheet(f"color: {theme.TEXT_DIM};")
-        self.rate = _Cell("Rate mL/h", orange, 28)
-        self.infused = _Cell("Infused mL", orange)
-        self.vtbi = _Cell("VTBI mL", orange)
-        self.mg = _Cell("Given mg", orange)
-        self.mgkg = _Cell("mg/kg", orange)
-        self.cp = _Cell("Cp ng/mL", violet, 28)
-        self.programme = QLabel(self._programme_text())
+        self.state.setMinimumWidth(90)
+        self.rate = _Cell("Rate mL/h", orange, 28, short="mL/h")
+        self.infused = _Cell("Infused mL", orange, short="Inf. mL")
+        self.vtbi = _Cell("VTBI mL", orange, short="VTBI")
+        self.mg = _Cell("Given mg", orange, short="mg")
+        self.mgkg = _Cell("mg/kg", orange, template="0.888")
+        self.cp = _Cell("Cp ng/mL", violet, 28, template="888", short="Cp")
+        self.programme = theme.ElidedLabel(self._programme_text())
         self.programme.setFont(theme.font(12))
         self.programme.setStyleSheet(f"color: {theme.TEXT_DIM};")
         self.estimate_label = QLabel("Cp: " + MODEL_ESTIMATE_LABEL)
         self.estimate_label.setFont(theme.font(11))
         self.estimate_label.setStyleSheet(f"color: {violet};")
         self.estimate_label.setWordWrap(True)
-        for lab in (self.programme, self.estimate_label):
-            lab.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.estimate_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                          QSizePolicy.Policy.Preferred)
         self.spark = pg.PlotWidget(background=theme.PANEL)
-        self.spark.setFixedHeight(60)
-        self.spark.setMinimumWidth(70)
+        self.spark.setMinimumSize(60, 30)
         item = self.spark.getPlotItem()
         item.hideAxis("bottom")
         item.hideAxis("left")
@@ -111,29 +137,57 @@ class PumpPanel(QFrame):
         curve.setClipToView(True)
         item.addItem(curve)
         self._cp_series = Series(Channel.PLASMA_ESTIMATE, curve)
-        grid = QGridLayout(self)
+        self.grid = grid = QGridLayout(self)
         grid.setContentsMargins(10, 4, 10, 4)
         grid.setHorizontalSpacing(10)
         grid.setVerticalSpacing(0)
         head = QHBoxLayout()
         head.setSpacing(8)
-        title = QLabel("PUMP")
-        title.setFont(theme.font(13, bold=True))
-        title.setStyleSheet(f"color: {orange};")
-        head.addWidget(title)
-        head.addWidget(self.state)
+        self.title = QLabel("PUMP")
+        self.title.setFont(theme.font(13, bold=True))
+        self.title.setStyleSheet(f"color: {orange};")
+        head.addWidget(self.title)
+        head.addWidget(self.state, 1)
         head.addSpacing(12)
-        head.addWidget(self.programme, 1)
+        head.addWidget(self.programme, 3)
         grid.addLayout(head, 0, 0, 1, 7)
-        for i, cell in enumerate((self.rate, self.infused, self.vtbi, self.mg, self.mgkg,
-                                  self.cp)):
+        # column widths in proportion to what each shows: the rate widest (it is read from
+        # across the room), mg/kg and Cp a digit wider than the volumes
+        cells = (self.rate, self.infused, self.vtbi, self.mg, self.mgkg, self.cp)
+        for i, (cell, stretch) in enumerate(zip(cells, (8, 4, 4, 4, 5, 5), strict=True)):
+            cell.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            cell.setMinimumWidth(36)
             grid.addWidget(cell, 1, i)
+            grid.setColumnStretch(i, stretch)
+        self.spark.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         grid.addWidget(self.spark, 1, 6, 2, 1)
+        grid.setColumnStretch(6, 4)
         grid.addWidget(self.estimate_label, 2, 0, 1, 6)
-        grid.setColumnStretch(6, 1)
+        grid.setRowStretch(1, 1)
+        self._small_px = 0
         self._pump: PumpState | None = None
         self._dose: object = None
         self._cp_next_us = 0
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Titles grow a little with the panel (the figures fit themselves); the columns
+        get more air on a wide panel, and the Cp sparkline gives its width to the figures
+        on a narrow one (a 1024-pixel screen), where a figure matters more than a trend."""
+        super().resizeEvent(event)
+        w = self.width()
+        self.grid.setHorizontalSpacing(max(8, min(24, round(w * 0.02))))
+        self.spark.setVisible(w >= 560)
+        px = max(11, min(17, round(min(self.height() * 0.11, w * 0.022))))
+        if px == self._small_px:
+            return
+        self._small_px = px
+        self.title.setFont(theme.font(px + 1, bold=True))
+        self.state.setFont(theme.font(px + 1, bold=True))
+        self.programme.setFont(theme.font(px))
+        for cell in (self.rate, self.infused, self.vtbi, self.mg, self.mgkg, self.cp):
+            cell.title.setFont(theme.font(px))
+            cell.fit_title()
+        self.estimate_label.setFont(theme.font(px - 1))
 
     def _programme_text(self) -> str:
         cfg = getattr(self.session, "config", None)

@@ -4,6 +4,10 @@ Why they look and behave this way:
 
 - The value is the largest thing on the screen (HR, SpO2 and BP largest of all), in its
   parameter's colour, so it reads at 2 m in a dim room; label, unit and limits are small.
+  The value is a :class:`~kapmonitor.ui.theme.FitLabel`: its digits fill the tile, so a
+  larger window or full screen makes the numbers larger, not the empty space around them.
+  The font is fitted to the tile's widest expected value (``TileSpec.template``: "188" for
+  HR), so the digits keep one size while the value changes, and only on a resize.
 - A number that is no longer current must not look current. Each tile knows how fresh its
   channel must be: a continuous value older than its limit turns grey and says its age
   ("12 s ago"); no data at all shows "--"; a value the device marks probe-off or invalid
@@ -23,8 +27,15 @@ import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen, QResizeEvent
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QWidget,
+)
 
 from kapmonitor.alarm_limits import AlarmLimits, Priority
 from kapmonitor.live import LiveBuffers
@@ -83,7 +94,10 @@ class TileSpec:
 
     ``channels`` are tried in order: HR from the ECG, then pulse rate from the oximeter
     (``alt_labels`` names the fallback). ``stale_s``: older than this, the value is shown
-    grey with its age. ``always_age``: intermittent measurements (NIBP) show their age."""
+    grey with its age. ``always_age``: intermittent measurements (NIBP) show their age.
+    ``value_px`` is the value's nominal size (what the tile asks of the layout; 70 px and
+    up makes a full-width tile); the digits then grow or shrink with the tile, fitted to
+    ``template``, the widest value the tile is expected to show."""
 
     key: str
     label: str
@@ -93,6 +107,7 @@ class TileSpec:
     stale_s: float = 10.0
     always_age: bool = False
     alt_labels: tuple[str, ...] = ()
+    template: str = "888"
 
     @property
     def colour(self) -> str:
@@ -108,6 +123,7 @@ class Tile(QFrame):
         self.setObjectName(f"tile-{spec.key}")
         self.alarm: Priority | None = None
         self._lit = False
+        self._small_px = 0
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
         #: for tests and diagnostics: the text on show, the reading time it came from, the
         #: host time at which it was first shown
@@ -134,6 +150,40 @@ class Tile(QFrame):
     @property
     def lit(self) -> bool:
         return self._lit
+
+    # -- size --------------------------------------------------------------------------------
+
+    def small_px(self) -> int:
+        """Pixel size of the label, unit, limits and status text for the tile's size: they
+        grow a little with the tile (from 12 to 22 px) but stay small beside the value."""
+        return max(12, min(22, round(min(self.height() * 0.09, self.width() * 0.055))))
+
+    def _scale_small(self, px: int) -> None:  # overridden
+        pass
+
+    def _head(self) -> list[QLabel]:  # overridden: the head row's labels, left to right
+        return []
+
+    def fit_head(self) -> None:
+        """Show the unit beside the label only when the head row has room for all of it
+        (a narrow tile on a small screen): a unit cut in half reads as a different one.
+        The trend titles name the units too."""
+        labels = self._head()
+        if len(labels) < 2:
+            return
+        unit = labels[1]
+        lay = self.layout()
+        lm = lay.contentsMargins() if lay is not None else self.contentsMargins()
+        need = sum(lab.sizeHint().width() for lab in labels if lab.text()) + 6 * len(labels)
+        unit.setVisible(need <= self.width() - lm.left() - lm.right())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        px = self.small_px()
+        if px != self._small_px:
+            self._small_px = px
+            self._scale_small(px)
+        self.fit_head()
 
     def _filled(self) -> bool:
         """Background filled with the alarm colour (high/medium when lit)."""
@@ -186,9 +236,9 @@ class NumericTile(Tile):
         small = max(13, spec.value_px // 6)
         self.name = _label(spec.label, small + 3, spec.colour, bold=True)
         self.unit = _label(spec.unit, small, theme.TEXT_DIM)
-        self.value = _label("--", spec.value_px, spec.colour, bold=True, numbers=True,
-                            align=Qt.AlignmentFlag.AlignRight)
-        self.value.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.value = theme.FitLabel("--", template=spec.template, nominal_px=spec.value_px,
+                                    min_px=16)
+        self.value.setStyleSheet(f"color: {spec.colour}; background: transparent;")
         self.status = _label("no data", small, theme.TEXT_DIM)
         hi, lo = _limit_text(limits, self._channel)
         self.lim_hi = _label(hi, small, theme.TEXT_DIM, align=Qt.AlignmentFlag.AlignRight)
@@ -214,7 +264,16 @@ class NumericTile(Tile):
         grid.addWidget(self.lim_lo, 2, 1, Qt.AlignmentFlag.AlignBottom)
         grid.addWidget(self.status, 3, 0, 1, 2)
         grid.setColumnStretch(0, 1)
-        self.value.setMinimumHeight(int(spec.value_px * 1.05))
+        grid.setRowStretch(1, 1)
+        grid.setRowStretch(2, 1)
+
+    def _scale_small(self, px: int) -> None:
+        self.name.setFont(theme.font(px + 3, bold=True))
+        for lab in (self.unit, self.status, self.lim_hi, self.lim_lo):
+            lab.setFont(theme.font(px))
+
+    def _head(self) -> list[QLabel]:
+        return [self.name, self.unit]
 
     def _apply_text_colour(self) -> None:
         filled = self._filled()
@@ -265,6 +324,7 @@ class NumericTile(Tile):
             label = self.spec.label if idx == 0 or not self.spec.alt_labels else (
                 self.spec.alt_labels[min(idx - 1, len(self.spec.alt_labels) - 1)])
             self.name.setText(label)
+            self.fit_head()
             hi, lo = _limit_text(self.limits, ch)
             self.lim_hi.setText(hi)
             self.lim_lo.setText(lo)
@@ -311,11 +371,12 @@ class BloodPressureTile(Tile):
         small = max(13, spec.value_px // 6)
         self.name = _label(spec.label, small + 3, colour, bold=True)
         self.unit = _label(spec.unit, small, theme.TEXT_DIM)
-        self.value = _label("--/--", spec.value_px, colour, bold=True, numbers=True,
-                            align=Qt.AlignmentFlag.AlignRight)
-        self.value.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.mean = _label("", max(24, int(spec.value_px * 0.42)), colour, bold=True,
-                           numbers=True, align=Qt.AlignmentFlag.AlignRight)
+        self.value = theme.FitLabel("--/--", template=spec.template,
+                                    nominal_px=spec.value_px, min_px=16)
+        self.mean = theme.FitLabel("", template="MAP (188)", fill=0.8,
+                                   nominal_px=max(24, int(spec.value_px * 0.42)), min_px=12)
+        for lab in (self.value, self.mean):
+            lab.setStyleSheet(f"color: {colour}; background: transparent;")
         self.mean.setToolTip("mean arterial pressure of the same measurement")
         self.status = _label("no data", small, theme.TEXT_DIM)
         sys_hi, sys_lo = _limit_text(limits, Channel.NIBP_SYS)
@@ -334,10 +395,20 @@ class BloodPressureTile(Tile):
         head.addWidget(self.limits_label)
         grid.addLayout(head, 0, 0, 1, 2)
         grid.addWidget(self.value, 1, 0, 1, 2)
-        grid.addWidget(self.status, 2, 0)
+        grid.addWidget(self.status, 2, 0, Qt.AlignmentFlag.AlignBottom)
         grid.addWidget(self.mean, 2, 1)
         grid.setColumnStretch(0, 1)
-        self.value.setMinimumHeight(int(spec.value_px * 1.05))
+        grid.setColumnStretch(1, 1)
+        grid.setRowStretch(1, 3)
+        grid.setRowStretch(2, 1)
+
+    def _scale_small(self, px: int) -> None:
+        self.name.setFont(theme.font(px + 3, bold=True))
+        for lab in (self.unit, self.status, self.limits_label):
+            lab.setFont(theme.font(px))
+
+    def _head(self) -> list[QLabel]:
+        return [self.name, self.unit, self.limits_label]
 
     def _apply_text_colour(self) -> None:
         filled = self._filled()
@@ -398,15 +469,19 @@ class BloodPressureTile(Tile):
 
 #: The default tiles of the live view. HR/SpO2/BP largest (readable at 2 m at 1280x800);
 #: NIBP greys when a measurement is 20 min overdue (5-min cycle, then 15-min, §4.1).
+#: Templates: three digits for HR, SpO2 (100) and each pressure, two for RR and EtCO2
+#: (a wider value shrinks the digits to fit, never cuts them), a decimal for Temp.
 DEFAULT_SPECS: tuple[TileSpec, ...] = (
     TileSpec("hr", "HR", "bpm", (Channel.HR, Channel.PULSE), 92, stale_s=10.0,
-             alt_labels=("PR (SpO\u2082)",)),
-    TileSpec("spo2", "SpO\u2082", "%", (Channel.SPO2,), 92, stale_s=10.0),
+             alt_labels=("PR (SpO\u2082)",), template="188"),
+    TileSpec("spo2", "SpO\u2082", "%", (Channel.SPO2,), 92, stale_s=10.0, template="100"),
     TileSpec("bp", "NIBP", "mmHg", (Channel.NIBP_SYS, Channel.NIBP_DIA, Channel.NIBP_MEAN),
-             72, stale_s=20 * 60.0, always_age=True),
-    TileSpec("rr", "RR", "rpm", (Channel.RR,), 48, stale_s=15.0),
-    TileSpec("etco2", "EtCO\u2082", "mmHg", (Channel.ETCO2,), 48, stale_s=15.0),
-    TileSpec("temp", "Temp", "\u00b0C", (Channel.TEMP,), 48, stale_s=120.0),
+             72, stale_s=20 * 60.0, always_age=True, template="188/188"),
+    TileSpec("rr", "RR", "rpm", (Channel.RR,), 48, stale_s=15.0, template="88"),
+    TileSpec("etco2", "EtCO\u2082", "mmHg", (Channel.ETCO2,), 48, stale_s=15.0,
+             template="88"),
+    TileSpec("temp", "Temp", "\u00b0C", (Channel.TEMP,), 48, stale_s=120.0,
+             template="38.8"),
 )
 
 
@@ -434,6 +509,9 @@ class TilesPanel(QWidget):
                 grid.setRowStretch(row, 3)
                 row += 1
         for i, t in enumerate(small):
+            # share the row by the stretches below, whatever the labels' natural widths
+            t.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            t.setMinimumWidth(60)
             grid.addWidget(t, row, i)
             # a temperature has more digits than a rate: give it more of the row
             grid.setColumnStretch(i, 4 if t.spec.key == "temp" else 3)
