@@ -34,7 +34,7 @@ from kapmonitor.model import Message, now_us
 from . import registry
 from .transport import DeviceRunner
 
-__all__ = ["DeviceSpec", "DeviceSpecError", "parse_spec", "probe", "start_device"]
+__all__ = ["DeviceSpec", "DeviceSpecError", "parse_spec", "probe", "start_device", "try_device"]
 
 #: Lengths of the device columns a spec is stored in (store.schema.DeviceRow: source 64,
 #: port 255); drivers do not import the store, so the numbers are repeated here.
@@ -255,3 +255,50 @@ def start_device(spec: DeviceSpec, attach: Callable[..., None],
     runner = DeviceRunner(spec.port, host, publish, serial_overrides=spec.serial, clock=clock)
     attach(spec.name, runner, protocol=spec.protocol, port=spec.port)
     return runner
+
+
+def try_device(text: str, seconds: float = 10.0) -> str:
+    """Try one device (the device dialog's "Test connection"): parse and probe its spec,
+    run its host protocol on a transport for up to ``seconds`` until data arrives, and say
+    what happened in one line. Nothing is recorded; the port is released afterwards."""
+    import threading
+
+    from kapmonitor.model import DeviceStatus, PumpState, Reading, WaveChunk
+
+    try:
+        spec = parse_spec(text)
+        probe(spec)
+    except DeviceSpecError as exc:
+        return f"not usable: {exc}"
+    got: list[Message] = []
+    states: list[str] = []
+    done = threading.Event()
+
+    def publish(messages: Sequence[Message]) -> None:
+        for m in messages:
+            if isinstance(m, DeviceStatus):
+                states.append(m.detail or m.state.value)
+            elif isinstance(m, Reading | WaveChunk | PumpState):
+                got.append(m)
+                done.set()
+
+    host = spec.entry.host_class()(spec.name)
+    runner = DeviceRunner(spec.port, host, publish, serial_overrides=spec.serial)
+    runner.start()
+    try:
+        done.wait(seconds)
+    finally:
+        runner.stop()
+    if got:
+        first = got[0]
+        if isinstance(first, Reading):
+            what = f"{first.channel.value} {first.value:g}"
+        elif isinstance(first, PumpState):
+            what = f"pump {first.state.value}" + (
+                f" at {first.rate_ml_h:g} mL/h" if first.rate_ml_h is not None else "")
+        else:
+            what = f"{first.channel.value} wave"
+        return f"OK: {spec.entry.title} answers on {spec.port} (first data: {what})"
+    why = next((s for s in reversed(states) if s not in ("connecting", "stopped")), "")
+    return (f"no data from {spec.port} in {seconds:g} s" + (f" ({why})" if why else "")
+            + f": check the cable, the port and that the device speaks {spec.entry.title}")

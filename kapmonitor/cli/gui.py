@@ -47,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from serial.tools import list_ports
 
     from kapmonitor.drivers import registry
-    from kapmonitor.drivers.connect import DeviceSpecError, parse_spec, probe, start_device
+    from kapmonitor.drivers.connect import (
+        DeviceSpecError,
+        parse_spec,
+        probe,
+        start_device,
+        try_device,
+    )
     from kapmonitor.session import LiveSession
     from kapmonitor.ui import theme
     from kapmonitor.ui.device_dialog import DeviceDialog, configured_devices
@@ -67,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             protocols = [(n, registry.get(n).title, registry.get(n).kind)
                          for n in registry.available()]
             ports = [(p.device, p.description) for p in list_ports.comports()]
-            if DeviceDialog(protocols, ports, settings).exec() != QDialog.DialogCode.Accepted:
+            if DeviceDialog(protocols, ports, settings,
+                            tester=try_device).exec() != QDialog.DialogCode.Accepted:
                 return 0
             specs = configured_devices(settings)
             if not specs:

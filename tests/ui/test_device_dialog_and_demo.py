@@ -49,6 +49,47 @@ def test_devices_are_added_checked_and_remembered(qtbot, settings: QSettings) ->
     assert again.specs() == specs
 
 
+def test_devices_grouped_and_named_by_kind_and_tested_on_a_real_port(qtbot,
+                                                                     settings: QSettings) -> None:
+    """Issue 13 item 10: the dialog mixed monitors and pumps, named a pump "monitor" and
+    could not test a port."""
+    from kapmonitor.drivers.connect import try_device
+    from kapmonitor.drivers.sim.feed import ScriptedVitals
+    from kapmonitor.drivers.sim.peers.masimo import MasimoPeer
+    from kapmonitor.drivers.sim.server import PtyServer
+    from kapmonitor.model import Channel
+
+    server = PtyServer(MasimoPeer(ScriptedVitals(values={Channel.SPO2: 97.0,
+                                                         Channel.PULSE: 70.0})),
+                       name="masimo").start()
+    try:
+        dlg = DeviceDialog(_protocols(), [(server.url, "pty")], settings, tester=try_device)
+        qtbot.addWidget(dlg)
+        dlg.protocol.setCurrentIndex(dlg.protocol.findData("bbraun-bcc"))
+        assert dlg.name.currentText() == "pump"  # named by its kind
+        assert dlg.name.findText("monitor") < 0
+        dlg.port.setEditText("socket://10.1.2.3:4001")
+        dlg._add()
+        dlg.protocol.setCurrentIndex(dlg.protocol.findData("alaris"))
+        assert dlg.name.currentText() == "pump2"
+        dlg.protocol.setCurrentIndex(dlg.protocol.findData("masimo"))
+        assert dlg.name.currentText() == "monitor"
+        dlg.port.setCurrentIndex(0)
+        dlg._add()
+        assert [dlg.lists["monitor"].item(i).text() for i in range(dlg.lists["monitor"].count())
+                ] == [f"masimo={server.url},name=monitor"]
+        assert dlg.lists["pump"].count() == 1
+        fut = dlg.test(f"masimo={server.url},name=monitor")
+        qtbot.waitUntil(lambda: dlg.result.text().count("OK:") == 1, timeout=20_000)
+        assert "first data" in dlg.result.text() and fut.done()
+        # a port that answers nothing says so in words
+        silent = try_device("bbraun-bcc=socket://127.0.0.1:9,name=pump", seconds=1.0)
+        assert silent.startswith("no data from socket://127.0.0.1:9") and "\n" not in silent
+        dlg.reject()
+    finally:
+        server.stop()
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
