@@ -99,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--quit-after {args.quit_after:g} s at --speed {args.speed:g} is "
                        f"longer than {MAX_QUIT_AFTER_S / 86400:g} days")
     check_screenshot(args.screenshot)
+    # Qt first: a machine without Qt's system libraries aborts here, before any session is
+    # created (issue 13 item 10: failed launches left "open" sessions in every recovery offer)
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["kapmonitor"])
+    del app
     store = open_store(args, create=True)
     try:
         try:

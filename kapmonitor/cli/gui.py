@@ -90,25 +90,30 @@ def run(args: argparse.Namespace) -> int:
                     session.close()  # type: ignore[attr-defined]
                 rig.stop()  # type: ignore[attr-defined]
                 links.cleanup()  # type: ignore[attr-defined]
-        # every configured device is checked, and its port opened once, before the nurse
-        # fills in the setup dialog and before a session exists
-        parsed: list[Any] = []
-        for text in specs:
-            try:
-                spec = parse_spec(text, [p.name for p in parsed])
-                probe(spec)
-            except DeviceSpecError as exc:
-                raise CliError(f"configured device {text!r}: {exc}") from None
-            parsed.append(spec)
-        setup = SetupDialog(store)
-        if setup.exec() != QDialog.DialogCode.Accepted:
-            return 0
-        if setup.resume_id is not None:  # the same session carried on, devices reconnected
-            session = LiveSession.resume(store, setup.resume_id).start()
-        else:
-            session = LiveSession(store, setup.config()).start()
-        for spec in parsed:
-            start_device(spec, session.attach, session.bus.publish)
-        return run_app(session, settings=settings)
+        # one session after another: closing a session brings the setup dialog back for the
+        # next patient (issue 13 item 10); leaving one open or cancelling the dialog quits
+        while True:
+            # every configured device is checked, and its port opened once, before the
+            # nurse fills in the setup dialog and before a session exists
+            parsed: list[Any] = []
+            for text in configured_devices(settings):
+                try:
+                    spec = parse_spec(text, [p.name for p in parsed])
+                    probe(spec)
+                except DeviceSpecError as exc:
+                    raise CliError(f"configured device {text!r}: {exc}") from None
+                parsed.append(spec)
+            setup = SetupDialog(store)
+            if setup.exec() != QDialog.DialogCode.Accepted:
+                return 0
+            if setup.resume_id is not None:  # the same session carried on, devices again
+                session = LiveSession.resume(store, setup.resume_id).start()
+            else:
+                session = LiveSession(store, setup.config()).start()
+            for spec in parsed:
+                start_device(spec, session.attach, session.bus.publish)
+            code = run_app(session, settings=settings)
+            if store.session_row(session.session_id).status != "closed":
+                return code
     finally:
         store.close()
