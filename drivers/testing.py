@@ -8,11 +8,20 @@
   protocol document, in the spirit of PyMeasure's ``expected_protocol``
   (CONVENTIONS 12): the host's bytes must equal the next expected request exactly, and
   at the end every pair must have been used.
+- ``GearedClock`` is a simulated clock whose speed can change while threads read it, so
+  a test over a real pty can run a long scenario fast and shift down for the moments
+  whose deadlines it measures (see its docstring for why).
+
+Port failures on demand (``fault://``, ``FaultPlan``, ``FlappingPty``) live in
+``kapmonitor.drivers.faults``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from kapmonitor.model import Message
@@ -20,7 +29,8 @@ from kapmonitor.model import Message
 from .codecs.base import Codec
 from .protocol import HostProtocol, PeerProtocol
 
-__all__ = ["ExpectedExchange", "MemoryLink", "UnexpectedBytesError", "feed_in_pieces"]
+__all__ = ["ExpectedExchange", "GearedClock", "MemoryLink", "UnexpectedBytesError",
+           "feed_in_pieces"]
 
 
 class UnexpectedBytesError(AssertionError):
@@ -164,3 +174,63 @@ def feed_in_pieces(codec: Codec, data: bytes, cuts: Iterable[int]) -> list[objec
         last = c
     out.extend(codec.feed(data[last:]))
     return out
+
+
+class GearedClock:
+    """Simulated host time (integer us since the epoch) whose speed can be shifted while
+    device and peer threads read it.
+
+    Why: a real pty puts the operating system's scheduler between host and peer. On a
+    loaded machine a thread can wait 10-300 ms for a core; at a fixed 300x that is up to
+    90 s of simulated time, longer than a Fresenius base waits for its ENQ answer (2 s)
+    or a test's "within one poll period" allows. Running a whole 40-minute programme
+    slowly enough to absorb that would take many minutes. So a test runs the long,
+    uneventful stretches in a high gear and shifts down (``with clock.geared(5): ...``)
+    for the moment whose deadline it asserts; time stays continuous and monotonic across
+    shifts, so a pump model driven by this clock delivers exactly the same volume.
+
+    ``speed`` is the top gear and never changes: ``DeviceRunner`` and the peer servers
+    size their waits from it once, and waits sized for the fastest gear are short enough
+    for every slower one (they only wake more often than needed).
+    """
+
+    def __init__(self, top_speed: float, epoch_us: int | None = None) -> None:
+        if not top_speed > 0:
+            raise ValueError(f"speed must be positive, got {top_speed}")
+        self.speed = float(top_speed)
+        self._gear = self.speed
+        self._lock = threading.Lock()
+        self._wall_ns = time.monotonic_ns()
+        self._sim_us = epoch_us if epoch_us is not None else time.time_ns() // 1000
+
+    @property
+    def gear(self) -> float:
+        """The speed the clock runs at now."""
+        return self._gear
+
+    def _at(self, wall_ns: int) -> int:
+        return self._sim_us + int((wall_ns - self._wall_ns) * self._gear / 1000)
+
+    def __call__(self) -> int:
+        with self._lock:
+            return self._at(time.monotonic_ns())
+
+    def shift(self, speed: float) -> None:
+        """Run at ``speed`` from now on (0 < speed <= the top speed)."""
+        if not 0 < speed <= self.speed:
+            raise ValueError(f"a gear must be in (0, {self.speed:g}], got {speed}")
+        with self._lock:
+            wall = time.monotonic_ns()
+            self._sim_us = self._at(wall)
+            self._wall_ns = wall
+            self._gear = float(speed)
+
+    @contextmanager
+    def geared(self, speed: float) -> Iterator[GearedClock]:
+        """Run at ``speed`` inside the block, at the previous gear after it."""
+        before = self._gear
+        self.shift(speed)
+        try:
+            yield self
+        finally:
+            self.shift(before)

@@ -1,20 +1,34 @@
 """The transport and the peer servers, with a minimal line protocol so the mechanics are
 tested apart from any real protocol: byte-for-byte delivery over a real pty and over
 socket://, state reporting, stale detection, and reconnection when the device returns
-under the same name."""
+under the same name.
+
+Issue 12 (threads that cannot die), through the real path, a pty from the simulator's
+server: a pty that flaps for a while, a termios.error on open, a second program on a port
+the first holds, a thread killed outright and brought back by ``restart()``, and a
+Fresenius pump whose pty refuses its line settings when reopened (the CI failure that
+started the issue). ``tests/drivers/test_faults.py`` runs every protocol through every
+fault kind."""
 
 from __future__ import annotations
 
 import queue
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import serial
 
+from kapmonitor.drivers import registry
 from kapmonitor.drivers.codecs.base import Codec
+from kapmonitor.drivers.faults import Fault, FaultPlan, FlappingPty, Op
 from kapmonitor.drivers.protocol import HostProtocol, PeerProtocol
+from kapmonitor.drivers.sim.feed import ProgrammedPump
 from kapmonitor.drivers.sim.server import PtyServer, TcpServer
-from kapmonitor.drivers.transport import DeviceRunner
-from kapmonitor.model import Channel, DeviceState, DeviceStatus, Reading
+from kapmonitor.drivers.transport import DeviceRunner, _acts_on_exclusive
+from kapmonitor.model import Channel, DeviceState, DeviceStatus, PumpState, Reading
 
 
 class LineCodec(Codec):
@@ -97,13 +111,20 @@ class LinePeer(PeerProtocol):
             self.send(self.codec.encode(f"V {self.n}"))
 
 
-def collect(q: queue.Queue, until, timeout: float = 15.0) -> list:
-    got = []
+def collect(q: queue.Queue, until: Callable[[list], bool], timeout: float = 30.0) -> list:
+    """Collect published batches until ``until(all collected)``, for at most ``timeout``
+    seconds in all (a runner that keeps publishing CONNECTING/DISCONNECTED must not keep
+    a failing wait alive)."""
+    got: list = []
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            batch = q.get(timeout=timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise queue.Empty
+            batch = q.get(timeout=left)
         except queue.Empty:
-            pytest.fail(f"condition not reached; last messages: {got[-5:]}")
+            pytest.fail(f"condition not reached in {timeout} s; last messages: {got[-5:]}")
         got.extend(batch)
         if until(got):
             return got
@@ -249,6 +270,233 @@ def test_a_protocol_bug_resets_the_link_instead_of_killing_the_thread() -> None:
         collect(q, lambda m: DeviceState.STREAMING in states(m))
         assert runner.stats.protocol_errors == 1
         assert host.sessions == 2
+    finally:
+        runner.stop()
+        server.stop()
+
+
+# -- issue 12: device threads that cannot die ------------------------------------------------
+
+
+def until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Wait for ``condition`` (checked every few ms) for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(0.005)
+    return True
+
+
+def readings(msgs: list) -> list[float]:
+    return [m.value for m in msgs if isinstance(m, Reading)]
+
+
+def details(msgs: list, state: DeviceState = DeviceState.DISCONNECTED) -> list[str]:
+    return [m.detail for m in msgs if isinstance(m, DeviceStatus) and m.state is state]
+
+
+def test_a_flapping_pty_does_not_kill_the_device_thread(tmp_path: Path) -> None:
+    """A pty closed and recreated every 300 us under one name: the runner meets ptys that
+    vanish between open and tcsetattr (termios.error), symlinks to closed ptys, reads that
+    fail a moment after open. Before issue 12 this killed the thread within a second."""
+    link = tmp_path / "flapping"
+    flapper = FlappingPty(link, period_s=0.0003).start()
+    q: queue.Queue = queue.Queue()
+    runner = DeviceRunner(str(link), LineHost(), q.put, backoff_s=(0.0005, 0.002)).start()
+    server = None
+    try:
+        flapped = collect(q, lambda m: len(details(m)) >= 200 and flapper.cycles >= 1000,
+                          timeout=30)
+        assert runner.is_alive()
+        assert all(d and "driver stopped" not in d for d in details(flapped))
+        flapper.stop()  # it settles: the last pty stays named until the server takes over
+        server = PtyServer(LinePeer(), link=link, name="line").start()
+        flapper.close()
+        back = collect(q, lambda m: DeviceState.STREAMING in states(m) and len(readings(m)) >= 3)
+        assert states(back)[-1] is DeviceState.STREAMING
+        assert runner.is_alive()
+        assert runner.stats.thread_restarts == 0
+        assert runner.death is None
+    finally:
+        flapper.close()
+        runner.stop()
+        if server is not None:
+            server.stop()
+
+
+def test_termios_error_on_open_then_streaming_again() -> None:
+    """pyserial 3.5 lets termios.error out of open(); it must read as a disconnection."""
+    server = PtyServer(LinePeer(), name="line").start()
+    plan = FaultPlan().add(Op.OPEN, Fault.TERMIOS, times=2)
+    q: queue.Queue = queue.Queue()
+    runner = DeviceRunner(plan.url(server.url), LineHost(), q.put,
+                          backoff_s=(0.02, 0.05)).start()
+    try:
+        msgs = collect(q, lambda m: DeviceState.STREAMING in states(m) and len(readings(m)) >= 3)
+        assert states(msgs)[:5] == [DeviceState.CONNECTING, DeviceState.DISCONNECTED,
+                                    DeviceState.CONNECTING, DeviceState.DISCONNECTED,
+                                    DeviceState.CONNECTING]
+        assert details(msgs)[0] == (f"cannot open {plan.url(server.url)}: the port refuses the "
+                                    "line settings 9600 baud 8N1: Invalid argument "
+                                    "(termios error 22)")
+        assert runner.is_alive()
+        assert runner.stats.open_failures == 2
+    finally:
+        runner.stop()
+        server.stop()
+
+
+def test_a_second_program_on_a_held_port_is_told_it_is_in_use() -> None:
+    peer = LinePeer()
+    server = PtyServer(peer, name="line").start()
+    q1: queue.Queue = queue.Queue()
+    q2: queue.Queue = queue.Queue()
+    first = DeviceRunner(server.url, LineHost("first"), q1.put).start()
+    second = DeviceRunner(server.url, LineHost("second"), q2.put, backoff_s=(0.02, 0.05))
+    try:
+        collect(q1, lambda m: len(readings(m)) >= 2)
+        second.start()
+        refused = collect(q2, lambda m: len(details(m)) >= 3)  # and it keeps trying
+        assert set(details(refused)) == {f"port {server.url} is in use by another program"}
+        assert second.stats.connects == 0
+        # the first never lost a byte to the second: values still count up one by one
+        more = collect(q1, lambda m: len(readings(m)) >= 10)
+        values = readings(more)
+        assert values == [values[0] + i for i in range(len(values))]
+        assert DeviceState.DISCONNECTED not in states(more)
+        assert first.state is DeviceState.STREAMING
+        first.stop()  # the first lets go: the second gets the port
+        collect(q2, lambda m: DeviceState.STREAMING in states(m) and len(readings(m)) >= 2)
+    finally:
+        first.stop()
+        second.stop()
+        server.stop()
+
+
+def test_exclusive_is_set_only_where_pyserial_acts_on_it(tmp_path: Path) -> None:
+    def port(url: str) -> serial.SerialBase:
+        return serial.serial_for_url(url, do_not_open=True)
+
+    assert _acts_on_exclusive(port(str(tmp_path / "ttyUSB0")))  # the native class: flock
+    assert _acts_on_exclusive(port(f"spy://{tmp_path / 'ttyUSB0'}"))  # built on the native
+    assert _acts_on_exclusive(port("fault://loop://"))  # hands it on to its inner port
+    for url in ("loop://", "socket://127.0.0.1:7", "rfc2217://127.0.0.1:7"):
+        assert not _acts_on_exclusive(port(url)), url  # accepted and ignored there
+
+
+def test_restart_brings_back_a_thread_that_died() -> None:
+    """A BaseException ends the thread; its last act is a DISCONNECTED "driver stopped";
+    the port is let go; restart() starts a fresh thread that streams again."""
+    server = PtyServer(LinePeer(), name="line").start()
+    plan = FaultPlan()
+    q: queue.Queue = queue.Queue()
+    host = LineHost()
+    runner = DeviceRunner(plan.url(server.url), host, q.put, backoff_s=(0.02, 0.05))
+    assert not runner.is_alive() and not runner.restart()  # not started: nothing to do
+    runner.start()
+    try:
+        collect(q, lambda m: len(readings(m)) >= 2)
+        assert runner.is_alive() and not runner.restart()  # alive: nothing to do
+        plan.add(Op.READ, Fault.DEATH)
+        died = collect(q, lambda m: DeviceState.DISCONNECTED in states(m))
+        assert details(died) == ["driver stopped: kapmonitor.drivers.faults.InjectedDeath: "
+                                 "injected thread death on read"]
+        assert until(lambda: not runner.is_alive())
+        assert runner.death is not None and "InjectedDeath" in runner.death
+        # the dead thread let go of the port: another program may open it exclusively
+        serial.serial_for_url(server.url, exclusive=True).close()
+
+        assert runner.restart()
+        assert runner.stats.thread_restarts == 1
+        back = collect(q, lambda m: DeviceState.STREAMING in states(m) and len(readings(m)) >= 2)
+        assert states(back)[0] is DeviceState.CONNECTING
+        assert runner.is_alive() and not runner.restart()
+        assert host.sessions == 2
+    finally:
+        runner.stop()
+        server.stop()
+    assert not runner.is_alive() and not runner.restart()  # stopped: nothing to do
+    assert runner.state is DeviceState.STOPPED
+
+
+def test_death_on_open_and_stop_of_a_dead_runner() -> None:
+    """A thread that dies while opening publishes its death too; stop() on a runner whose
+    thread died still ends in STOPPED."""
+    plan = FaultPlan().add(Op.OPEN, Fault.DEATH)
+    q: queue.Queue = queue.Queue()
+    runner = DeviceRunner(plan.url("loop://"), LineHost(), q.put).start()
+    try:
+        died = collect(q, lambda m: DeviceState.DISCONNECTED in states(m))
+        assert details(died)[0].startswith("driver stopped: ")
+        assert until(lambda: not runner.is_alive())
+    finally:
+        runner.stop()
+    after = collect(q, lambda m: DeviceState.STOPPED in states(m), timeout=1)
+    assert states(after) == [DeviceState.STOPPED]
+    assert runner.stats.thread_restarts == 0
+
+
+def test_any_exception_from_a_port_is_a_disconnection_not_a_protocol_error() -> None:
+    """struct.error from read() is not an I/O error pyserial documents; it is still the
+    port's, so it resets the link as a port error, not as a protocol bug."""
+    server = PtyServer(LinePeer(), name="line").start()
+    plan = FaultPlan()
+    q: queue.Queue = queue.Queue()
+    runner = DeviceRunner(plan.url(server.url), LineHost(), q.put,
+                          backoff_s=(0.02, 0.05)).start()
+    try:
+        collect(q, lambda m: len(readings(m)) >= 2)
+        plan.add(Op.READ, Fault.STRUCT).add(Op.WRITE, Fault.EAGAIN)
+        msgs = collect(q, lambda m: len(details(m)) >= 2 and len(readings(m)) >= 2
+                       and states(m)[-1] is DeviceState.STREAMING)
+        assert details(msgs) == [
+            "port error while reading: struct.error: unpack requires a buffer of 4 bytes",
+            "port error while writing: Resource temporarily unavailable (errno 11)"]
+        assert runner.stats.protocol_errors == 0
+        assert runner.is_alive()
+    finally:
+        runner.stop()
+        server.stop()
+
+
+def test_a_pty_that_refuses_the_pumps_line_settings_on_reopen(tmp_path: Path) -> None:
+    """The CI failure behind issue 12: Fresenius runs 7E1. A Linux pty forces 8 bits without
+    parity, and recent kernels (6.18 here) refuse with EINVAL a tcsetattr that changes
+    nothing else, so reopening the same pty raises termios.error from pyserial's open().
+    The runner reports it in plain words and keeps trying; a fresh pty under the same name
+    (the simulator restarted) streams again. On a kernel that accepts the reopen, the pump
+    simply streams again at once."""
+    entry = registry.get("fresenius")
+    pump = ProgrammedPump(rate_ml_h=52.5, vtbi_ml=35.0)
+    server = PtyServer(entry.peer_class()(pump, seed=1), link=tmp_path / "pump",
+                       name=entry.name).start()
+    plan = FaultPlan()
+    q: queue.Queue = queue.Queue()
+    runner = DeviceRunner(plan.url(server.url), entry.host_class()("pump"), q.put,
+                          backoff_s=(0.05, 0.1)).start()
+
+    def pump_states(m: list) -> int:  # rate and volume readings come with every poll
+        return sum(isinstance(x, PumpState | Reading) for x in m)
+
+    try:
+        collect(q, lambda m: pump_states(m) >= 1, timeout=30)
+        plan.add(Op.READ, Fault.EIO)  # the link resets: the runner reopens the same pty
+        reset = collect(q, lambda m: DeviceState.DISCONNECTED in states(m))
+        assert details(reset) == ["port error while reading: Input/output error (errno 5)"]
+        reopened = collect(q, lambda m: len(details(m)) >= 1 or pump_states(m) >= 1,
+                           timeout=30)
+        refusals = details(reopened)
+        if refusals:
+            assert refusals[0] == (f"cannot open {plan.url(server.url)}: the port refuses "
+                                   "the line settings 19200 baud 7E1: Invalid argument "
+                                   "(termios error 22)")
+            assert runner.is_alive()
+            server.cut(0.05)  # a new pty under the same name
+        collect(q, lambda m: pump_states(m) >= 1, timeout=30)
+        assert runner.is_alive()
+        assert runner.stats.thread_restarts == 0
     finally:
         runner.stop()
         server.stop()
