@@ -104,7 +104,7 @@ class DeviceHandle(Protocol):
 
 #: A recorder that has not committed for this long (a lock, a full disk, a slow disk) is a
 #: technical alarm: issue 12 asks for one within 2 s of the fault.
-DB_STALL_ALARM_S = 1.0
+DB_STALL_ALARM_S = 0.5
 
 
 @dataclass
