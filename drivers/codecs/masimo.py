@@ -141,6 +141,10 @@ def _format(kind: str, width: int, value: object) -> str:
         s = str(value)
         if not s or any(c.isspace() or not c.isprintable() or not c.isascii() for c in s):
             raise ValueError(f"serial number must be printable ASCII without spaces: {s!r}")
+        # Fuzzing (bench/fuzz_codecs.py, message target): serial "-" was printed as
+        # "SN=-", which reads back as a missing serial (None, §4).
+        if set(s) == {"-"}:
+            raise ValueError(f"a serial number of dashes would read as missing: {s!r}")
         return s
     if kind == "hex":
         assert isinstance(value, int)

@@ -358,6 +358,7 @@ def _round_trip_messages() -> dict[str, tuple[str, Any]]:
         "masimo-pi-minus-zero": ("masimo", replace(line, pi=-0.0)),  # "-0.00": refused
         "masimo-pi-nan": ("masimo", replace(line, pi=math.nan)),  # "  nan": refused
         "masimo-spco-inf": ("masimo", replace(line, spco=math.inf)),
+        "masimo-serial-dash": ("masimo", replace(line, serial="-")),  # "SN=-": missing
     }
 
 
