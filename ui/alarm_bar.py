@@ -308,6 +308,7 @@ class AlarmBar(QFrame):
         self.audio_label.setFont(theme.font(px, bold=True))
         for b in (self.ack, self.pause):
             b.setFont(theme.font(px, bold=True))
+        self.audio_label.setMinimumWidth(round(px * 6.5))  # "no audio output" on 2 lines
         self.audio_label.setMaximumWidth(round(px * 10))
         side = max(28, min(40, round(self.height() * 0.45)))
         self.bell.setFixedSize(QSize(side, side))

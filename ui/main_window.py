@@ -195,7 +195,7 @@ class _Header(QFrame):
         self.notice.setFont(theme.font(max(12, min(16, round(h * 0.2)))))
         self.next_btn.setFont(theme.font(max(14, min(20, round(h * 0.24))), bold=True))
         self.menu_btn.setFont(theme.font(max(14, min(18, round(h * 0.22)))))
-        self.who.setMaximumWidth(max(200, min(360, h * 4)))
+        self.who.setMaximumWidth(max(200, min(440, h * 6)))
 
 
 class MainWindow(QMainWindow):
@@ -260,7 +260,7 @@ class MainWindow(QMainWindow):
         # hold the window wider than a 1024-pixel screen, and a wider screen widens the
         # tiles, whose digits then grow.
         for w, lo, hi in ((self.tiles, 290, 640), (self.trends, 300, 16_777_215),
-                          (self.pump, 300, 16_777_215), (self.notes, 300, 420)):
+                          (self.pump, 300, 16_777_215), (self.notes, 310, 420)):
             w.setSizePolicy(QSizePolicy.Policy.Ignored, w.sizePolicy().verticalPolicy())
             w.setMinimumWidth(lo)
             w.setMaximumWidth(hi)

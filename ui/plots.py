@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QPen
 from PySide6.QtWidgets import (
-    QGraphicsItem,
+    QGraphicsRectItem,
     QGraphicsTextItem,
     QHBoxLayout,
     QPushButton,
@@ -80,24 +80,31 @@ MARKER_FONT_PX = 11
 
 
 def corner_title(plot: pg.PlotItem, parts: list[tuple[str, str]]) -> QGraphicsTextItem:
-    """Write ``parts`` ((text, colour) pairs) inside the plot's top-left corner.
+    """Write ``parts`` ((text, colour) pairs) inside the plot's top-left corner, on a
+    patch of the background, so a curve passing under it does not make it unreadable.
 
-    The item is a child of the ViewBox itself, not of its data group, so it stays in the
-    corner in pixel coordinates whatever the view range; it takes no mouse buttons, so a
-    drag on it pans the plot as anywhere else."""
+    The items are children of the ViewBox itself, not of its data group, so they stay in
+    the corner in pixel coordinates whatever the view range; they take no mouse buttons,
+    so a drag on them pans the plot as anywhere else."""
     vb = plot.getViewBox()
     html = " \u00b7 ".join(
         f'<span style="color:{colour}">{text.replace("&", "&amp;").replace("<", "&lt;")}'
         "</span>" for text, colour in parts)
-    item = QGraphicsTextItem()
-    item.setParentItem(vb)
+    back = QColor(theme.BG)
+    back.setAlpha(200)
+    patch = QGraphicsRectItem()
+    patch.setParentItem(vb)
+    patch.setPen(QPen(Qt.PenStyle.NoPen))
+    patch.setBrush(back)
+    patch.setZValue(30)
+    patch.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+    item = QGraphicsTextItem(patch)
     item.setHtml(html)
     item.setFont(theme.font(12, bold=True))
     item.document().setDocumentMargin(1)
-    item.setPos(3, 0)
-    item.setZValue(30)
     item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-    item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresParentOpacity, True)
+    patch.setRect(item.boundingRect())
+    patch.setPos(3, 0)
     return item
 
 
@@ -540,19 +547,22 @@ class TrendPlots(pg.GraphicsLayoutWidget):
             label = line.label
             x = (float(line.value()) - x0) * px_per_min
             if x < 0 or x > w:
-                label.setVisible(False)
+                if label.isVisible():
+                    label.setVisible(False)
                 continue
             left = x + width > w - 2  # would run past the right edge: the other side
             span = (x - width - 2, x + 2) if left else (x - 2, x + width + 2)
             level = next((k for k in range(n) if all(
                 span[1] <= a or span[0] >= b for a, b in taken[k])), None)
             if level is None:
-                label.setVisible(False)
+                if label.isVisible():
+                    label.setVisible(False)
                 continue
             taken[level].append(span)
             anchor = (1, 0.5) if left else (0, 0.5)
             label.anchors = [anchor, anchor]
-            label.setVisible(True)
+            if not label.isVisible():
+                label.setVisible(True)
             label.setPosition(1.0 - (row_px * (level + 1.5)) / h)
 
     def update_marker(self, lines: list[pg.InfiniteLine], label: str, colour: str) -> None:

@@ -118,10 +118,11 @@ class PumpPanel(QFrame):
         self.programme = theme.ElidedLabel(self._programme_text())
         self.programme.setFont(theme.font(12))
         self.programme.setStyleSheet(f"color: {theme.TEXT_DIM};")
-        self.estimate_label = QLabel("Cp: " + MODEL_ESTIMATE_LABEL)
+        # one line, elided on a narrow panel ("Cp: model estimate, not a measured level"
+        # stays; the whole text is the tooltip): a wrapped second line would be cut
+        self.estimate_label = theme.ElidedLabel("Cp: " + MODEL_ESTIMATE_LABEL)
         self.estimate_label.setFont(theme.font(11))
         self.estimate_label.setStyleSheet(f"color: {violet};")
-        self.estimate_label.setWordWrap(True)
         self.estimate_label.setSizePolicy(QSizePolicy.Policy.Ignored,
                                           QSizePolicy.Policy.Preferred)
         self.spark = pg.PlotWidget(background=theme.PANEL)
