@@ -1,7 +1,11 @@
-"""The PDF session report: the chart of one infusion, on A4 (issue 9).
+"""The PDF session report: the chart record of one infusion, on A4 (issue 9; issue 13
+item 12).
 
 ``kapmonitor export SESSION --format pdf --out FILE`` lands here (the export command
-dispatches to :func:`export_session`; :func:`export_pdf` is the same function).
+dispatches to :func:`export_session`; :func:`export_pdf` is the same function); the replay
+window's "PDF report..." button, and at the bedside "Print / PDF..."
+(:func:`print_or_save_report`, offered when a session is closed by
+:func:`offer_report_at_close`).
 
 What is on it, and why:
 
@@ -11,6 +15,14 @@ What is on it, and why:
   status with a framed warning when it is RECOVERED after a crash or still OPEN (and when it
   is DEMO data), the dose given against the dose programmed, and the trends of the whole
   session with every entry and alarm marked.
+- The dose as the pump delivered it: each running segment with its start and end, rate,
+  mL and mg, and each pause or stop between them with its length and the pump alarm that
+  caused it (kapmonitor/export/flowsheet.py), so a hold is never hidden inside one
+  "running from ... to ..." span.
+- A flowsheet, as on a paper sedation chart: a row every 5 min of session time and one at
+  every NIBP measurement, with HR, SpO2, NIBP, RR, EtCO2 and the pump (values measured
+  within 60 s of the row's time, else "—"), so the record can be read and audited
+  row by row without a ruler on the trends.
 - Markers on the trends carry numbers (entries) and A-numbers (alarm raises) instead of
   text, so a long session does not become a smear of overprinted labels; the numbers lead
   to the entries and alarms tables. Sessions longer than 75 minutes also get detail pages,
@@ -21,9 +33,14 @@ What is on it, and why:
 - The entries with their corrections visible: an amended entry prints its current text,
   who amended it and when, and every earlier version struck through (the record is
   append-only; the report shows that). The alarms with session times: raise, escalation,
-  acknowledgement (and by whom), audio pause, end.
-- Every page says "Secondary record, not a primary alarm device; plasma concentration is a
-  model estimate", the patient pseudonym, the session and "page n of N".
+  acknowledgement (and by whom), audio pause, end, in plain words with the priority as a
+  word ("HIGH — SpO2 LOW 85 % (< 88)"): the screen's asterisks read as footnote marks
+  on paper.
+- Sign-off lines for the nurse and the physician (name, signature, date and time) on the
+  last page: a printed chart becomes part of the clinical record only when signed.
+- Every page's footer says "secondary record — not a primary alarm device", the patient
+  pseudonym, the session's number and uid (the uid identifies it across rooms and the
+  central server) and "page n of N".
 - Drawn with QPainter on a QPdfWriter, in print colours on white (the dark screen theme
   would waste toner and lose contrast); lines are vectors, text is real text (searchable,
   extractable). The layout runs twice, the first time only to count the pages.
@@ -64,22 +81,43 @@ from PySide6.QtGui import (
 from sqlalchemy import Engine
 
 from kapmonitor.dosing import DoseProgramme, calculate
-from kapmonitor.export.common import ExportResult, atomic_file
+from kapmonitor.export.common import ExportResult, atomic_file, load_meta
+from kapmonitor.export.flowsheet import (
+    NEAREST_US,
+    ChartData,
+    DoseSegment,
+    alarm_event_word,
+    alarm_wording,
+    duration_text,
+    session_clock,
+)
 from kapmonitor.model import CHANNELS, Channel
 from kapmonitor.pk import MODEL_ESTIMATE_LABEL
+from kapmonitor.store.reader import SessionReader
 
 from .replay_data import (
     RecordedSession,
     TimelineItem,
-    alarm_text,
     decimate_minmax,
     stats_for,
 )
 
-__all__ = ["DISCLAIMER", "export_pdf", "export_session", "render_report"]
+__all__ = [
+    "DISCLAIMER",
+    "FLOWSHEET_TITLE",
+    "FOOTER_NOTICE",
+    "export_pdf",
+    "export_session",
+    "offer_report_at_close",
+    "print_or_save_report",
+    "render_report",
+]
 
-DISCLAIMER = ("Secondary record, not a primary alarm device; plasma concentration is a "
-              "model estimate")
+#: what every page's footer says the record is (and is not)
+FOOTER_NOTICE = "secondary record \u2014 not a primary alarm device"
+DISCLAIMER = ("Secondary record \u2014 not a primary alarm device; plasma concentration is "
+              "a model estimate")
+FLOWSHEET_TITLE = "Flowsheet: vital signs every 5 min and at every NIBP"
 _US = 1_000_000
 _MIN = 60 * _US
 DPI = 300
@@ -147,13 +185,9 @@ def _font(pt: float, *, bold: bool = False, italic: bool = False,
 
 
 def _session_time(t_us: int, ref_us: int) -> str:
-    """'+12:34' / '-03:10' / '+1:02:03' since the infusion start."""
-    d = (t_us - ref_us) / _US
-    sign = "+" if d >= 0 else "-"
-    s = int(abs(d))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{sign}{h}:{m:02d}:{sec:02d}" if h else f"{sign}{m:02d}:{sec:02d}"
+    """'T+12:34' / 'T-03:10' / 'T+1:02:03' since the infusion start: the live header's
+    format, so the chart and the screen name a moment the same way."""
+    return session_clock(t_us, ref_us)
 
 
 def _local(t_us: int | None, *, date: bool = True) -> str:
@@ -232,6 +266,9 @@ class _Page:
         self.y = h + 4 * MM
 
     def _footer(self) -> None:
+        """Who and which record (pseudonym, session number and uid), what it is not (a
+        primary alarm device), and page n of N: on every page, so a single page that comes
+        loose from the chart still says all of it."""
         f = _font(7.5)
         self.p.setFont(f)
         top = self.h - self.footer_h + 3 * MM
@@ -240,13 +277,16 @@ class _Page:
         self.p.setPen(DIM)
         meta = self.rec.meta
         total = f" of {self.total}" if self.total else ""
-        right = f"{meta.patient or 'no patient id'} \u00b7 session {meta.id} \u00b7 " \
-                f"page {self.page}{total}"
+        who = (f"{meta.patient or 'no patient id'} \u00b7 session {meta.id} \u00b7 "
+               f"uid {meta.uid}")
         line = QFontMetricsF(f, self.p.device()).height()
         self.p.drawText(QRectF(0, top, self.w, line), Qt.AlignmentFlag.AlignLeft,
-                        "KAP Monitor \u2014 " + DISCLAIMER)
+                        f"KAP Monitor \u2014 {FOOTER_NOTICE}; plasma concentration is a "
+                        "model estimate")
+        self.p.drawText(QRectF(0, top + line, self.w, line), Qt.AlignmentFlag.AlignLeft, who)
+        self.p.setFont(_font(7.5, bold=True))
         self.p.drawText(QRectF(0, top + line, self.w, line), Qt.AlignmentFlag.AlignRight,
-                        right)
+                        f"page {self.page}{total}")
 
     # -- text ----------------------------------------------------------------------------
 
@@ -699,7 +739,7 @@ def _programme(rec: RecordedSession) -> Any:
         return None
 
 
-def _dose_block(page: _Page, rec: RecordedSession) -> None:
+def _dose_block(page: _Page, rec: RecordedSession, chart: ChartData) -> None:
     page.heading("Dose: programmed and delivered")
     prog = _programme(rec)
     r = rec.row
@@ -710,14 +750,17 @@ def _dose_block(page: _Page, rec: RecordedSession) -> None:
         if ok.any():
             delivered = float(last.values[ok][-1])
     weight = r.get("weight_kg")
-    runs = [e for e in rec.pump_events if e["state"] in ("running", "bolus")]
     vol = next((e["volume_infused_ml"] for e in reversed(rec.pump_events)
                 if e["volume_infused_ml"] is not None), None)
     final = rec.pump_events[-1]["state"].upper() if rec.pump_events else "no pump data"
-    run_text = "\u2014"
-    if runs:
-        run_text = (f"{_session_time(int(runs[0]['t_us']), rec.ref_us)} to "
-                    f"{_session_time(int(runs[-1]['t_us']), rec.ref_us)}")
+    running, pauses = chart.running, chart.pauses
+    if running:
+        run_text = (f"{len(running)} running segment{'s' if len(running) != 1 else ''}, "
+                    + (f"{len(pauses)} pause{'s' if len(pauses) != 1 else ''} "
+                       f"({', '.join(duration_text(p.duration_s) for p in pauses)})"
+                       if pauses else "no pause"))
+    else:
+        run_text = "never ran"
     pct = (f"{100 * delivered / prog.dose_mg:.0f} % of programmed"
            if prog is not None and delivered is not None and prog.dose_mg else "")
     rows = [
@@ -728,10 +771,51 @@ def _dose_block(page: _Page, rec: RecordedSession) -> None:
         ["Delivered (pump telemetry)", f"{_num(delivered)} mg" + (f" ({pct})" if pct else ""),
          f"{delivered / weight:.3f} mg/kg" if delivered is not None and weight else "\u2014",
          f"{_num(vol)} mL infused",
-         f"running {run_text}; last state {final}"],
+         f"{run_text}; last state {final}"],
     ]
     page.table([("", 0.2), ("Dose", 0.22), ("per kg", 0.14), ("Volume", 0.14),
                 ("Pump", 0.30)], rows, zebra=False)
+    if chart.segments:
+        _segments_table(page, rec, chart.segments)
+
+
+def _segments_table(page: _Page, rec: RecordedSession, segments: list[DoseSegment]) -> None:
+    """Each running segment (start, end, rate, mL, mg) and each hold between them with its
+    length and cause, from the pump's own state reports: a pause is a row of its own."""
+    ref = rec.ref_us
+    several = len({s.source for s in segments}) > 1
+    bold, body = _font(8, bold=True), _font(8)
+    pump_colour = QColor(PRINT[Channel.PUMP_RATE])
+    rows = []
+    for seg in segments:
+        what = seg.state if seg.delivering else seg.describe()  # the rate has its column
+        if several:
+            what = f"{seg.source}: {what}"
+        end = _session_time(seg.end_us, ref)
+        if seg.open_end:
+            end += " (end of record)"
+        if seg.delivering:
+            cells = [[_Para(what, body, pump_colour)],
+                     f"{seg.rate_ml_h:g} mL/h" if seg.rate_ml_h is not None else "\u2014",
+                     f"{seg.volume_ml:.2f} mL" if seg.volume_ml is not None else "\u2014",
+                     f"{seg.mg:.1f} mg" if seg.mg is not None else "\u2014",
+                     "still running at the end of the record" if seg.open_end else ""]
+        else:
+            if seg.state == "complete":
+                note = "infusion complete"
+            elif seg.alarms:
+                note = "pump alarm: " + "; ".join(seg.alarms)
+            else:
+                note = "no pump alarm (held or stopped at the pump)"
+            if not seg.resumed and seg.state != "complete":
+                note += "; not restarted"
+            cells = [[_Para(what, bold, WARN if seg.state != "complete" else INK)],
+                     "\u2014", "\u2014", "\u2014", note]
+        rows.append([cells[0], _session_time(seg.start_us, ref), end,
+                     duration_text(seg.duration_s), *cells[1:]])
+    page.table([("Pump segment", 0.2), ("From", 0.09), ("To", 0.15), ("Length", 0.1),
+                ("Rate", 0.09), ("Volume", 0.09), ("Dose", 0.08), ("Cause / note", 0.2)],
+               rows, pt=7.5)
 
 
 def _stats_block(page: _Page, rec: RecordedSession) -> None:
@@ -793,6 +877,38 @@ def _entries_block(page: _Page, rec: RecordedSession, numbered: list[TimelineIte
                 ("Entry", 0.50), ("By", 0.14)], rows)
 
 
+def _flowsheet_block(page: _Page, rec: RecordedSession, chart: ChartData) -> None:
+    """The chart's rows: every 5 min of session time and at every NIBP (kapmonitor/export/
+    flowsheet.py says which value stands for a row and why)."""
+    page.heading(FLOWSHEET_TITLE, keep=40 * MM)
+    if not chart.rows:
+        page.paragraph([_Para("No vital signs were recorded.", _font(9), DIM)])
+        return
+    page.paragraph([_Para(
+        f"HR, SpO\u2082, RR and EtCO\u2082: the value measured nearest the row's time within "
+        f"\u00b1{NEAREST_US // _US} s (\u2014: none). NIBP at its own time; a row in bold is "
+        "an NIBP measurement between the 5-min rows. Pump: its rate, or its state.",
+        _font(7.5), DIM)])
+    body, bold = _font(8), _font(8, bold=True)
+    rows = []
+    for row in chart.rows:
+        f = body if row.scheduled else bold
+        v = row.values
+
+        def num(ch: Channel, v: Any = v) -> str:
+            return _num(v.get(ch), 0)
+
+        nibp = row.nibp.text() if row.nibp is not None else "\u2014"
+        pump_colour = WARN if row.pump.isupper() else INK
+        rows.append([[_Para(row.session_time, f)], [_Para(_local(row.t_us, date=False), f)],
+                     num(Channel.HR), num(Channel.SPO2), [_Para(nibp, bold if row.nibp
+                                                                 else body)],
+                     num(Channel.RR), num(Channel.ETCO2), [_Para(row.pump, body, pump_colour)]])
+    page.table([("Session", 0.11), ("Clock", 0.1), ("HR /min", 0.09), ("SpO\u2082 %", 0.09),
+                ("NIBP sys/dia (mean) mmHg", 0.2), ("RR /min", 0.09),
+                ("EtCO\u2082 mmHg", 0.1), ("Pump", 0.22)], rows)
+
+
 def _alarms_block(page: _Page, rec: RecordedSession) -> None:
     page.heading("Alarms (raise, escalation, acknowledgement, end)", keep=35 * MM)
     raises = {id(ev): n for n, ev in enumerate(_alarm_raises(rec), 1)}
@@ -801,43 +917,91 @@ def _alarms_block(page: _Page, rec: RecordedSession) -> None:
         if ev["action"] == "reminder":
             continue
         colour = QColor(ALARM_PRINT.get(ev["priority"], "#333333"))
+        if ev["kind"] == "system":
+            colour = QColor(INK)
         n = raises.get(id(ev))
+        strong = ev["action"] in ("raise", "escalate")
+        text = alarm_wording(ev)
         rows.append([[_Para(f"A{n}" if n else "", _font(8, bold=True), colour)],
                      _session_time(int(ev["t_us"]), rec.ref_us),
                      _local(int(ev["t_us"]), date=False),
-                     [_Para(ev["action"], _font(8, bold=ev["action"] == "raise"))],
-                     [_Para(ev["priority"] if ev["kind"] != "system" else "\u2014",
-                            _font(8), colour)],
-                     alarm_text(ev), ev["user"] or "\u2014"])
+                     [_Para(alarm_event_word(ev["action"]), _font(8, bold=strong))],
+                     [_Para(text, _font(8, bold=strong), colour if strong else INK)],
+                     ev["user"] or "\u2014"])
     if not rows:
         page.paragraph([_Para("No alarms were raised.", _font(9), DIM)])
         return
-    page.table([("#", 0.05), ("Session", 0.09), ("Clock", 0.09), ("Event", 0.11),
-                ("Priority", 0.08), ("Alarm", 0.44), ("By", 0.14)], rows)
+    page.table([("#", 0.05), ("Session", 0.1), ("Clock", 0.09), ("Event", 0.12),
+                ("Alarm", 0.5), ("By", 0.14)], rows)
+
+
+def _signoff_block(page: _Page, rec: RecordedSession) -> None:
+    """Lines to sign, for the nurse and the physician: name, signature, date and time.
+    Kept together, after everything else, so they sit on the last page under the whole
+    record they sign for."""
+    label, small = _font(7.5), _font(7, italic=True)
+    roles = ("Nurse", "Physician")
+    line_gap = 11 * MM
+    fm = QFontMetricsF(label, page.p.device())
+    block = (QFontMetricsF(_font(11.5, bold=True), page.p.device()).height() + 4 * MM
+             + 2 * fm.height() + len(roles) * (line_gap + fm.height() + 2 * MM))
+    page.need(block)
+    page.heading("Sign-off", keep=block)
+    clin = rec.row.get("clinicians")
+    page.paragraph([_Para(
+        "Reviewed and signed as a true record of this session"
+        + (f" (clinicians recorded: {clin})" if clin else "") + ".", small, DIM)])
+    p = page.p
+    cols = (("Name (print)", 0.0, 0.3), ("Signature", 0.33, 0.34), ("Date / time", 0.7, 0.3))
+    for role in roles:
+        page.y += line_gap
+        p.setFont(_font(8.5, bold=True))
+        p.setPen(INK)
+        p.drawText(QRectF(0, page.y - fm.height(), 22 * MM, fm.height()),
+                   Qt.AlignmentFlag.AlignLeft, role)
+        x0 = 22 * MM
+        w = page.w - x0
+        p.setPen(QPen(INK, 0.3 * MM))
+        for _, start, width in cols:
+            p.drawLine(QPointF(x0 + start * w, page.y), QPointF(x0 + (start + width) * w - 2 * MM,
+                                                                page.y))
+        p.setFont(label)
+        p.setPen(DIM)
+        for text, start, width in cols:
+            p.drawText(QRectF(x0 + start * w, page.y + 0.5 * MM, width * w, fm.height()),
+                       Qt.AlignmentFlag.AlignLeft, text)
+        page.y += fm.height() + 2 * MM
 
 
 def _explain_block(page: _Page, rec: RecordedSession) -> None:
-    page.heading("How to read this record", 10)
     f = _font(7.5)
     lines = [
-        "Session times are minutes:seconds since the infusion start (t0; negative in the "
-        "baseline); clock times are local to the machine that wrote this report.",
+        "Session times (T+mm:ss) count from the infusion start (t0; T- in the baseline), "
+        "as on the bedside screen; clock times are local to the machine that wrote this "
+        "report.",
         "On the trends, numbered markers are entries and A-numbers are alarm raises (tables "
         "below); gaps in a curve are periods without a valid measurement (device "
         "disconnected, probe off, value flagged invalid).",
         f"Cp est. is the plasma concentration predicted by a pharmacokinetic model from the "
         f"pump's telemetry: {MODEL_ESTIMATE_LABEL}.",
+        "The dose table follows the pump's own state reports: every running segment and "
+        "every pause or stop between them, with its length and the pump alarm that caused "
+        "it. The flowsheet has a row every 5 min and one at every NIBP measurement.",
         "Nothing in this record is ever deleted: a corrected entry keeps every earlier "
         "version (struck through in the entries table).",
         DISCLAIMER + ".",
     ]
-    page.paragraph([_Para("\u2022 " + t, f, DIM) for t in lines])
+    paras = [_Para("\u2022 " + t, f, DIM) for t in lines]
+    # the heading stays with its text: a title alone at the foot of a page explains nothing
+    page.heading("How to read this record", 10, keep=page.text_height(paras, page.w) + 2 * MM)
+    page.paragraph(paras)
 
 
 # ----------------------------------------------------------------------------- render
 
 
-def _render(rec: RecordedSession, writer: QPdfWriter, total: int | None) -> int:
+def _render(rec: RecordedSession, chart: ChartData, writer: QPdfWriter,
+            total: int | None) -> int:
     painter = QPainter()
     if not painter.begin(writer):
         raise OSError("could not start drawing the PDF")
@@ -847,11 +1011,13 @@ def _render(rec: RecordedSession, writer: QPdfWriter, total: int | None) -> int:
         numbered = _numbered(rec)
         marks = _marks(rec, numbered)
         _title_block(page, rec)
-        _dose_block(page, rec)
+        _dose_block(page, rec, chart)
         lo, hi = rec.start_us, max(rec.end_us, rec.start_us + _MIN)
         pad = (hi - lo) // 100
         remaining = page.bottom - page.y
-        row_h = max(14 * MM, min(24 * MM, (remaining - 30 * MM) / 7))
+        series = _trend_series(rec)  # the rows drawn share what is left of page 1
+        n_rows = max(1, sum(1 for r in ROWS if any(c in series for c in r.channels)))
+        row_h = max(14 * MM, min(24 * MM, (remaining - 30 * MM) / n_rows))
         _draw_trends(page, rec, marks, lo - pad, hi + pad, row_h, "Trends, whole session")
         span_min = (hi - lo) / _MIN
         if span_min > DETAIL_AFTER_MIN:
@@ -865,9 +1031,13 @@ def _render(rec: RecordedSession, writer: QPdfWriter, total: int | None) -> int:
                              f"Trends, detail: session time {a} to {b}")
                 start += w
         _explain_block(page, rec)  # how to read what follows, before the tables
+        if page.y > page.h / 2:  # the flowsheet on a page of its own rather than split
+            page.new_page()
+        _flowsheet_block(page, rec, chart)
         _stats_block(page, rec)
         _entries_block(page, rec, numbered)
         _alarms_block(page, rec)
+        _signoff_block(page, rec)
         return page.page
     finally:
         painter.end()
@@ -887,14 +1057,16 @@ def render_report(rec: RecordedSession, path: str | Path) -> int:
     """Write the report of ``rec`` to ``path``; returns the number of pages. The layout
     runs once into memory to count the pages, then into the file with "page n of N"."""
     _ensure_app()
+    chart = ChartData.from_reader(SessionReader(rec.engine, rec.session_id), rec.meta,
+                                  end_us=rec.end_us)
     buf = QBuffer()  # its own byte array (a temporary one would be freed under it)
     buf.open(QIODevice.OpenModeFlag.WriteOnly)
     dry = _writer(buf, rec)
-    total = _render(rec, dry, None)
+    total = _render(rec, chart, dry, None)
     del dry
     buf.close()
     writer = _writer(str(path), rec)
-    pages = _render(rec, writer, total)
+    pages = _render(rec, chart, writer, total)
     del writer
     return pages
 
@@ -934,3 +1106,91 @@ def export_session(engine: Engine, session_id: int, out_path: str | Path, *,
 #: the name the issue gives the entry point
 export_pdf = export_session
 
+
+
+# ----------------------------------------------------------------------------- print / PDF
+
+
+def report_file_name(engine: Engine, session_id: int) -> str:
+    """'kap-session-12-KAP-0147.pdf': the session and the pseudonym, so a file found later
+    in a downloads folder says whose chart it is (the pseudonym, never a name)."""
+    meta = load_meta(engine, session_id)
+    who = "".join(c if c.isalnum() or c in "-_" else "-" for c in (meta.patient or ""))
+    return f"kap-session-{session_id}" + (f"-{who}" if who else "") + ".pdf"
+
+
+def _choose_path(parent: Any, suggested: str) -> str:
+    from PySide6.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, "Print / PDF: save the chart record",
+                                          suggested, "PDF (*.pdf)")
+    return path
+
+
+def _open_in_viewer(path: Path) -> bool:
+    """The system's PDF viewer prints it: the print dialog, the printer's options and
+    duplex are the viewer's, which every clinic computer has and already knows."""
+    from PySide6.QtCore import QUrl
+    from PySide6.QtGui import QDesktopServices
+
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+
+def _warn(parent: Any, text: str) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    QMessageBox.warning(parent, "Chart record not written", text)
+
+
+def print_or_save_report(parent: Any, engine: Engine, session_id: int, *,
+                         directory: str | Path | None = None,
+                         choose_path: Callable[[Any, str], str] | None = None,
+                         open_file: Callable[[Path], object] | None = None,
+                         warn: Callable[[Any, str], object] | None = None) -> Path | None:
+    """"Print / PDF...": ask where to save the chart record, write it, and open it in the
+    system's PDF viewer to print. Returns the file, or None when the user cancelled or the
+    export failed (then ``warn`` says why; nothing half-written is left). The save dialog
+    has already asked before replacing a file, so an existing one is overwritten.
+    ``choose_path``, ``open_file`` and ``warn`` are for tests (no dialogs offscreen)."""
+    suggested = report_file_name(engine, session_id)
+    if directory is not None:
+        suggested = str(Path(directory) / suggested)
+    path = (choose_path or _choose_path)(parent, suggested)
+    if not path:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".pdf":
+        out = out.with_name(out.name + ".pdf")
+    try:
+        export_session(engine, session_id, out, overwrite=True)
+    except Exception as exc:  # a full disk or a folder gone must not end the app
+        (warn or _warn)(parent, f"The chart record could not be written to {out}: {exc}")
+        return None
+    (open_file or _open_in_viewer)(out)
+    return out
+
+
+def _ask_at_close(parent: Any) -> bool:
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(parent)
+    box.setWindowTitle("Session closed")
+    box.setText("The session is closed. Print or save its chart record (PDF) now?")
+    box.setInformativeText("It can also be made later from the replay, or with "
+                           "kapmonitor export SESSION --format pdf.")
+    yes = box.addButton("Print / PDF\u2026", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(yes)
+    box.exec()
+    return box.clickedButton() is yes
+
+
+def offer_report_at_close(parent: Any, engine: Engine, session_id: int, *,
+                          ask: Callable[[Any], bool] | None = None,
+                          **options: Any) -> Path | None:
+    """When a session closes, offer "Print / PDF..." (the chart record is made while the
+    clinician is still at the bedside to sign it, not left for a replay later). ``ask``
+    replaces the question in tests; ``options`` go to :func:`print_or_save_report`."""
+    if not (ask or _ask_at_close)(parent):
+        return None
+    return print_or_save_report(parent, engine, session_id, **options)
