@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                 except DeviceSpecError as exc:
                     raise CliError(f"configured device {text!r}: {exc}") from None
                 parsed.append(spec)
-            setup = SetupDialog(store)
+            setup = SetupDialog(store, settings=settings)
             if setup.exec() != QDialog.DialogCode.Accepted:
                 return 0
             if setup.resume_id is not None:  # the same session carried on, devices again

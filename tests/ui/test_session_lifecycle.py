@@ -43,7 +43,7 @@ def test_closing_a_session_returns_to_the_setup_dialog(qapp: QApplication, tmp_p
             for w, text in ((dlg.patient, "KAP-10"), (dlg.weight, "70"), (dlg.weight2, "70"),
                             (dlg.dose, "0.5"), (dlg.duration, "40"), (dlg.conc, "1")):
                 w.setText(text)
-            dlg._accept()
+            dlg.ok.click()
             return
         wins = [w for w in QApplication.topLevelWidgets()
                 if isinstance(w, MainWindow) and w.isVisible()]
