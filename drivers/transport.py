@@ -80,7 +80,6 @@ log = logging.getLogger(__name__)
 Publish = Callable[[Sequence[Message]], None]
 
 
-
 @dataclass(slots=True)
 class RunnerStats:
     bytes_in: int = 0
