@@ -32,7 +32,7 @@ import serial
 from kapmonitor.model import Message, now_us
 
 from . import registry
-from .transport import DeviceRunner
+from .transport import DeviceRunner, describe_error
 
 __all__ = ["DeviceSpec", "DeviceSpecError", "parse_spec", "probe", "start_device", "try_device"]
 
@@ -227,6 +227,8 @@ def probe(spec: DeviceSpec) -> None:
         handle = serial.serial_for_url(port, exclusive=True, **spec.serial)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise DeviceSpecError(_probe_reason(port, exc)) from None
+    except Exception as exc:  # termios.error and the like escape pyserial's open()
+        raise DeviceSpecError(f"{port} cannot be opened: {describe_error(exc)}") from None
     handle.close()
 
 

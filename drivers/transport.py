@@ -15,7 +15,8 @@ connection state machine every device shares (CONVENTIONS 3, 4):
 
 Every transition is published as a ``DeviceStatus`` on the bus, where the alarm engine
 turns STALE and DISCONNECTED into technical alarms. Reconnects back off exponentially
-(0.5 s doubling to 10 s) and reset once data flows again. The thread never touches Qt: it
+(0.5 s doubling to 2 s: reopening a port is cheap, and a cleared fault is then noticed
+within 2 s) and reset once data flows again. The thread never touches Qt: it
 only calls ``publish``.
 
 Why the thread cannot die (issue 12). A device thread that dies silently leaves its device
@@ -154,7 +155,7 @@ class DeviceRunner:
 
     def __init__(self, url: str, host: HostProtocol, publish: Publish, *,
                  serial_overrides: Mapping[str, Any] | None = None,
-                 read_timeout_s: float = 0.02, backoff_s: tuple[float, float] = (0.5, 10.0),
+                 read_timeout_s: float = 0.02, backoff_s: tuple[float, float] = (0.5, 2.0),
                  disconnect_after_s: float | None = None,
                  clock: Callable[[], int] = now_us, exclusive: bool = True,
                  write_timeout_s: float = 2.0) -> None:
