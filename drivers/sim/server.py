@@ -192,6 +192,7 @@ class PtyServer(PeerServer):
         self._master = -1
         self._slave = -1
         self.slave_path = ""
+        self._next_speed_reset = 0.0
 
     @property
     def url(self) -> str:
@@ -257,6 +258,29 @@ class PtyServer(PeerServer):
     def _serve_once(self) -> None:
         ready, _, _ = select.select([self._master], [], [], self.wait_s)
         self._exchange(bool(ready), self._read, self._write)
+        now = time.monotonic()
+        if now >= self._next_speed_reset:
+            self._next_speed_reset = now + 0.1
+            self._reset_speed()
+
+    def _reset_speed(self) -> None:
+        """Keep the pty's line speed at a sentinel nobody uses. A Linux pty keeps CS8 and
+        no parity whatever is asked, and a tcsetattr that changes *nothing* it can apply
+        fails with EINVAL: a host that reopens the pty asking 7E1 at the speed already set
+        (Fresenius, GE S/5) is refused for good (issue 12; a real serial port has no such
+        rule). With the speed moved back after every open, each reopen changes the speed
+        too and succeeds. A pty ignores its speed, so the bytes are untouched."""
+        try:
+            attrs = termios.tcgetattr(self._slave)
+            if attrs[4] != _SENTINEL_SPEED or attrs[5] != _SENTINEL_SPEED:
+                attrs[4] = attrs[5] = _SENTINEL_SPEED
+                termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
+        except (OSError, termios.error):
+            log.debug("%s: could not reset the pty's speed", self.name, exc_info=True)
+
+
+#: B50 baud: no device protocol here runs at it (see PtyServer._reset_speed)
+_SENTINEL_SPEED = termios.B50
 
 
 class TcpServer(PeerServer):

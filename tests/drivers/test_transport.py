@@ -500,3 +500,39 @@ def test_a_pty_that_refuses_the_pumps_line_settings_on_reopen(tmp_path: Path) ->
     finally:
         runner.stop()
         server.stop()
+
+
+def test_the_pty_server_lets_a_7e1_host_reopen_its_pty() -> None:
+    """A Linux pty refuses a tcsetattr that changes nothing it can apply; a Fresenius or GE
+    S/5 host reopening the simulator's pty at 7E1 was refused for good. The server moves the
+    speed back after each open, so every reopen succeeds (drivers/sim/server.py)."""
+    import os
+    import termios
+
+    import serial
+
+    from kapmonitor.drivers.sim.feed import ProgrammedPump
+    from kapmonitor.drivers.sim.peers.fresenius import FreseniusPeer
+    from kapmonitor.drivers.sim.server import PtyServer
+
+    server = PtyServer(FreseniusPeer(ProgrammedPump(rate_ml_h=52.5, vtbi_ml=35.0)),
+                       name="fresenius").start()
+
+    def speed() -> int:
+        fd = os.open(server.url, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            return termios.tcgetattr(fd)[4]
+        finally:
+            os.close(fd)
+
+    try:
+        for _ in range(3):
+            deadline = time.monotonic() + 10
+            while speed() != termios.B50:  # the server's sentinel, set after each open
+                assert time.monotonic() < deadline, "the pty's speed was never reset"
+                time.sleep(0.01)  # polling a condition with a deadline
+            port = serial.serial_for_url(server.url, baudrate=19200, bytesize=7, parity="E",
+                                         stopbits=1, timeout=0.1)
+            port.close()
+    finally:
+        server.stop()
