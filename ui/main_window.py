@@ -209,7 +209,8 @@ class MainWindow(QMainWindow):
     def __init__(self, session: Any, *, demo: bool = False,
                  cue_library: CueLibrary | None = None, settings: QSettings | None = None,
                  sounder: AlarmSounder | None = None, enable_audio: bool = True,
-                 frame_hz: int = FRAME_HZ, parent: QWidget | None = None) -> None:
+                 frame_hz: int = FRAME_HZ, parent: QWidget | None = None,
+                 open_devices: Callable[[QWidget], object] | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.demo = demo
@@ -229,6 +230,12 @@ class MainWindow(QMainWindow):
         #: replaced in tests; (go ahead?, reason) for a phase change the room contradicts
         self.confirm_phase: Callable[[Phase, list[PhaseCheck]], tuple[bool, str]] = \
             self._confirm_phase
+        #: replaced in tests; (turn off?, reason, minutes or None for the whole session)
+        self.ask_audio_off: Callable[[], tuple[bool, str, float | None]] = self._ask_audio_off
+        #: replaced in tests; "move" (t0 to the pump's start), "keep" with a reason, or ""
+        self.ask_t0_move: Callable[[int], tuple[str, str]] = self._ask_t0_move
+        #: replaced in tests; the chart PDF offered when a session closes
+        self.offer_report: Callable[[], object] = self._offer_report
         self._pending_phase: Phase | None = None
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-actions")
         self._relay = Relay(self._on_relay, self)
@@ -318,6 +325,17 @@ class MainWindow(QMainWindow):
         self._cue_phase: str | None = None
         self.bridge = AlarmBridge(session, self)
         self.bridge.connect_event(self._alarm_event)
+        #: the device dialog, handed in by the command line (the UI does not import drivers)
+        self.open_devices = open_devices
+        if self.sounder.output_error:  # issue 13 item 4: a technical alarm, not grey text
+            from kapmonitor.alarm_limits import Priority
+
+            session.alarms.raise_technical(
+                "tech.audio", Priority.MEDIUM, "NO AUDIO OUTPUT \u2014 alarm sounds cannot "
+                "play on this computer: watch the screen (kapmonitor doctor says why)",
+                session.clock())
+        # a pump that starts after a manual t0: offered as the true t0, on this thread
+        session.on_t0_proposal(lambda t: self._relay.post("t0-proposal", t))
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(max(1, round(1000 / frame_hz)))
@@ -345,11 +363,13 @@ class MainWindow(QMainWindow):
         close = menu.addAction("Close session\u2026")
         close.triggered.connect(lambda: self.close_session())
         self.phase_actions["close"] = close
+        menu.addAction("Print / PDF\u2026").triggered.connect(self.print_report)
+        menu.addAction("Devices\u2026").triggered.connect(self._devices)
         menu.addSeparator()
-        self.mute_action = menu.addAction("Mute alarm sounds in this room")
+        self.mute_action = menu.addAction("Alarm sounds off for this session\u2026")
         self.mute_action.setCheckable(True)
-        self.mute_action.setChecked(self.sounder.muted)
-        self.mute_action.toggled.connect(self._set_muted)
+        self.mute_action.setChecked(False)  # never carried over from a previous session
+        self.mute_action.triggered.connect(self._set_muted)
         self.header.menu_btn.setMenu(menu)
 
     def _build_view_actions(self) -> None:
@@ -479,8 +499,10 @@ class MainWindow(QMainWindow):
         self._audio_second = second
         self._audio_mode = state.mode
         self.sounder.update_state(state)
-        self.alarm_bar.set_audio(state, output=self.sounder.output_error,
-                                 muted=self.sounder.muted)
+        off = state.mode is AudioMode.OFF
+        if self.mute_action.isChecked() != off:  # an expiry ends it by itself
+            self.mute_action.setChecked(off)
+        self.alarm_bar.set_audio(state, output=self.sounder.output_error, muted=off)
 
     def _update_devices(self) -> None:
         devs = self.session.live.devices
@@ -556,10 +578,98 @@ class MainWindow(QMainWindow):
         self._alarms_dirty = True
 
     def _set_muted(self, muted: bool) -> None:
-        self.sounder.set_muted(muted)
+        """AUDIO OFF asks why and for how long, is recorded as an event, and ends with the
+        session or the set time (issue 13 item 4); on again at once, recorded too."""
+        user = self.notes.author()
+        if muted:
+            ok, reason, minutes = self.ask_audio_off()
+            if not ok:
+                self.mute_action.setChecked(False)
+                return
+            try:
+                self.session.audio_off(reason, minutes=minutes, user=user)
+            except Exception as exc:
+                self.mute_action.setChecked(False)
+                self.show_message(f"Alarm sounds not turned off: {exc}")
+                return
+            self.show_message("ALARM SOUNDS OFF: every alarm is still shown on screen")
+        else:
+            self.session.audio_on(user=user)
+            self.show_message("Alarm sounds on")
         self._alarms_dirty = True
-        self.show_message("Alarm sounds muted in this room: the visual alarms continue"
-                          if muted else "Alarm sounds on")
+        self._update_audio(self.session.clock(), force=True)
+
+    def _ask_audio_off(self) -> tuple[bool, str, float | None]:
+        from PySide6.QtWidgets import QInputDialog
+
+        choices = ["15 min", "30 min", "60 min", "until this session ends"]
+        how, ok = QInputDialog.getItem(
+            self, "Alarm sounds off",
+            "Every alarm stays on screen, none sounds. For how long?", choices, 1, False)
+        if not ok:
+            return False, "", None
+        reason, ok = QInputDialog.getText(self, "Alarm sounds off", "Why? (recorded)")
+        if not ok or not reason.strip():
+            return False, "", None
+        minutes = None if how.startswith("until") else float(how.split()[0])
+        return True, reason.strip(), minutes
+
+    def _t0_proposal(self, pump_us: int) -> None:
+        """The pump started delivering after a manual infusion start: move t0 to it (the
+        default) or keep the manual time with a reason."""
+        choice, reason = self.ask_t0_move(pump_us)
+        user = self.notes.author()
+        try:
+            if choice == "move":
+                fut = self.session.accept_pump_t0(author=user)
+                fut.add_done_callback(lambda f: self._relay.post("undo", f))
+                self.show_message("t0 moved to the pump's first delivery")
+            elif choice == "keep":
+                self.session.keep_manual_t0(reason, author=user)
+                self.show_message("Manual infusion start kept")
+        except ValueError as exc:
+            self.show_message(f"t0 not changed: {exc}")
+
+    def _ask_t0_move(self, pump_us: int) -> tuple[str, str]:
+        s = self.session
+        shift = (pump_us - (s.t0_us or pump_us)) / 60e6
+        box = QMessageBox(self)
+        box.setWindowTitle("Infusion start")
+        box.setText(f"The pump started delivering {shift:+.1f} min after the infusion start "
+                    "marked by hand.")
+        box.setInformativeText("Move the session's t0 to the pump's start? Every T+ time, "
+                               "the report and the exports follow t0. The manual entry is "
+                               "kept as an amendment.")
+        move = box.addButton("Move t0 to the pump", QMessageBox.ButtonRole.AcceptRole)
+        keep = box.addButton("Keep the manual time\u2026", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(move)
+        box.exec()
+        if box.clickedButton() is move:
+            return "move", ""
+        if box.clickedButton() is keep:
+            from PySide6.QtWidgets import QInputDialog
+
+            reason, ok = QInputDialog.getText(self, "Keep the manual time", "Why? (recorded)")
+            if ok and reason.strip():
+                return "keep", reason.strip()
+        return "", ""
+
+    def _devices(self) -> None:
+        if self.open_devices is None:
+            self.show_message("Devices are set up from the start screen (kapmonitor --devices)")
+            return
+        self.open_devices(self)
+        self.show_message("Device changes apply from the next session")
+
+    def print_report(self) -> None:
+        from .report import print_or_save_report
+
+        print_or_save_report(self, self.session.store.engine, self.session.session_id)
+
+    def _offer_report(self) -> None:
+        from .report import offer_report_at_close
+
+        offer_report_at_close(self, self.session.store.engine, self.session.session_id)
 
     # -- entries and markers ---------------------------------------------------------------
 
@@ -586,6 +696,16 @@ class MainWindow(QMainWindow):
         change the room contradicts comes back as ``PhaseNeedsConfirmation`` and is asked
         about on this thread (``_on_relay``)."""
         author = self.notes.author()
+        if phase is Phase.INFUSION and not confirmed and self.session.pump_running() is False:
+            # issue 13 item 1: a manual start while the pump is stopped is asked about
+            ok, _ = self.confirm_phase(phase, [PhaseCheck(
+                "the pump reports that it is not delivering; when it starts, its start will "
+                "be offered as the infusion start")])
+            done: Future[None] = Future()
+            done.set_result(None)
+            if not ok:
+                return done
+            confirmed = True
         self._pending_phase = phase
         fut = self._actions.submit(self.session.set_phase, phase, author=author,
                                    confirmed=confirmed, reason=reason)
@@ -646,7 +766,10 @@ class MainWindow(QMainWindow):
         fut.add_done_callback(lambda f: self._relay.post("closed", f))
         return fut
 
-    def _on_relay(self, tag: str, fut: Future[Any]) -> None:
+    def _on_relay(self, tag: str, fut: Any) -> None:
+        if tag == "t0-proposal":
+            self._t0_proposal(int(fut))
+            return
         exc = fut.exception()
         if tag == "phase":
             phase, self._pending_phase = self._pending_phase, None
@@ -661,7 +784,7 @@ class MainWindow(QMainWindow):
             return
         if tag == "undo":
             if exc is not None:
-                self.show_message(f"Undo not recorded: {exc}")
+                self.show_message(f"Not recorded: {exc}")
             return
         if tag == "closed":
             self._closing_session = False
@@ -679,6 +802,8 @@ class MainWindow(QMainWindow):
                     QMessageBox.warning(self, "Record incomplete", text)
             else:
                 self.show_message("Session closed")
+                if self.isVisible() and not self._force_close:
+                    self.offer_report()
             self.sessionClosed.emit()
             self._force_close = True
             self.close()
@@ -769,7 +894,8 @@ class MainWindow(QMainWindow):
 def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None = None,
             screenshot: str | Path | None = None, quit_after: float | None = None,
             close_on_quit: bool | None = None, settings: QSettings | None = None,
-            argv: Sequence[str] | None = None, size: tuple[int, int] = (1280, 800)) -> int:
+            argv: Sequence[str] | None = None, size: tuple[int, int] = (1280, 800),
+            open_devices: Callable[[QWidget], object] | None = None) -> int:
     """Show the bedside window for a started ``session`` and run the Qt event loop.
 
     ``quit_after`` seconds (wall time) closes the window by itself, saving ``screenshot``
@@ -788,7 +914,8 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
         except CueLibraryError as exc:  # a bad clinic file: run without cues, say why
             log.error("%s", exc)
             cue_library = None
-    win = MainWindow(session, demo=demo, cue_library=cue_library, settings=settings)
+    win = MainWindow(session, demo=demo, cue_library=cue_library, settings=settings,
+                     open_devices=open_devices)
     win.resize(*size)
     win.show()
     close_on_quit = demo if close_on_quit is None else close_on_quit

@@ -14,8 +14,9 @@ Why:
   fails; the status reads "no audio output" and the visual alarm carries on.
 - The engine decides *whether* it sounds (acknowledge, audio pause, break-through); this
   module only turns ``AudioState.mode == SOUNDING`` at a priority into bursts repeated at the
-  §5.2 intervals (high every 10 s, medium every 25 s, low once). A room can be muted in the
-  settings (QSettings key ``audio/muted/<room>``) and the bar then says AUDIO OFF.
+  §5.2 intervals (high every 10 s, medium every 25 s, low once). Alarm sounds are turned
+  off through the engine's AUDIO OFF (a reason, recorded, ending with the session), never
+  by a setting that outlives the session.
 """
 
 from __future__ import annotations
@@ -188,31 +189,11 @@ class AlarmSounder(QObject):
         return bool(self._effects)
 
     def status(self) -> str:
-        """What the alarm bar shows about sound: '' when sound works and is on."""
-        if self.muted:
-            return "AUDIO OFF (room)"
+        """What the alarm bar shows about the output: '' when sound works. Muting is the
+        engine's AUDIO OFF (recorded, with a reason, ending with the session): a mute kept
+        in the settings by an earlier version is ignored, so no session starts muted
+        (issue 13 item 4)."""
         return self.output_error
-
-    # -- room mute ---------------------------------------------------------------------------
-
-    @property
-    def _key(self) -> str:
-        return f"audio/muted/{self.room}"
-
-    @property
-    def muted(self) -> bool:
-        if self.settings is None:
-            return False
-        v = self.settings.value(self._key, False)
-        return v in (True, "true", "1", 1)
-
-    def set_muted(self, muted: bool) -> None:
-        if self.settings is not None:
-            self.settings.setValue(self._key, bool(muted))
-            self.settings.sync()
-        if muted:
-            self._stop_sound()
-        self.statusChanged.emit(self.status())
 
     # -- following the engine ------------------------------------------------------------------
 
@@ -230,11 +211,10 @@ class AlarmSounder(QObject):
 
     def _play(self, prio: Priority) -> None:
         self.played.append((prio, time.monotonic()))
-        if not self.muted:
-            eff = self._effects.get(prio)
-            if eff is not None:
-                self._stop_sound()
-                eff.play()  # type: ignore[attr-defined]
+        eff = self._effects.get(prio)
+        if eff is not None:
+            self._stop_sound()
+            eff.play()  # type: ignore[attr-defined]
         repeat = TONES[prio].repeat_s
         if repeat is not None:
             self._timer.start(int(repeat * 1000))

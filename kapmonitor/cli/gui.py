@@ -112,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
                 session = LiveSession(store, setup.config()).start()
             for spec in parsed:
                 start_device(spec, session.attach, session.bus.publish)
-            code = run_app(session, settings=settings)
+            code = run_app(session, settings=settings, open_devices=lambda parent: DeviceDialog(
+                [(n, registry.get(n).title, registry.get(n).kind) for n in registry.available()],
+                [(p.device, p.description) for p in list_ports.comports()], settings, parent,
+                tester=try_device).exec())
             if store.session_row(session.session_id).status != "closed":
                 return code
     finally:

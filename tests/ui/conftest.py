@@ -62,6 +62,7 @@ def make_window(qapp: QApplication, settings: QSettings) -> Iterator[Callable[..
         kwargs.setdefault("settings", settings)
         kwargs.setdefault("enable_audio", False)
         win = MainWindow(session, **kwargs)
+        win.offer_report = lambda: None  # a modal question at close would wait offscreen
         win.resize(1280, 800)
         win.show()
         made.append(win)

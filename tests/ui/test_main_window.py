@@ -301,3 +301,52 @@ def test_flash_rates_follow_the_standard(priority: Priority) -> None:
         hz = edges / 4.0
         assert hz == pytest.approx({Priority.HIGH: 2.0, Priority.MEDIUM: 0.5}[priority],
                                    abs=0.26)
+
+
+def test_manual_start_asks_then_the_pump_start_is_offered_as_t0(room: SimRoom, make_window,
+                                                                 qtbot, db_path: Path) -> None:
+    """Issue 13 item 1 through the window: a manual start while the pump is stopped is asked
+    about; when the pump starts, moving t0 to it is offered, and accepting stores it."""
+    win = make_window(room.session)
+    asked_phase: list[list[str]] = []
+    win.confirm_phase = lambda p, checks: (asked_phase.append([c.message for c in checks])
+                                           or (True, ""))
+    offered: list[int] = []
+    win.ask_t0_move = lambda t: (offered.append(t) or ("move", ""))
+    qtbot.waitUntil(lambda: room.session.pump_running() is False, timeout=WAIT_MS)
+    qtbot.mouseClick(win.header.next_btn, Qt.MouseButton.LeftButton)  # Start infusion
+    qtbot.waitUntil(lambda: room.session.phase is Phase.INFUSION, timeout=WAIT_MS)
+    assert "not delivering" in asked_phase[0][0]
+    manual = room.session.t0_us
+    room.pump.start(room.clock())
+    qtbot.waitUntil(lambda: bool(offered) and room.session.t0_us == offered[0], timeout=WAIT_MS)
+    assert offered[0] > manual
+    room.session.recorder.flush_now(30)
+    assert _rows(db_path, "SELECT t0_us FROM session") == [(offered[0],)]
+    infusion = _rows(db_path, "SELECT t_us, amends_id FROM annotation WHERE code='infusion' "
+                     "ORDER BY id")
+    assert infusion[0] == (manual, None) and infusion[1][0] == offered[0]
+
+
+def test_alarm_sounds_off_asks_why_shows_and_is_recorded(room: SimRoom, make_window, qtbot,
+                                                         db_path: Path) -> None:
+    """Issue 13 item 4: AUDIO OFF asks a reason and a time, shows on the alarm bar, is
+    recorded, and comes back on; no audio output is a recorded technical alarm."""
+    from kapmonitor.alarms import AudioMode
+
+    win = make_window(room.session)  # enable_audio=False: this window has no output
+    assert any(a.key == "tech.audio" for a in room.session.alarms.active())
+    win.ask_audio_off = lambda: (True, "patient asleep, nurse at the chair", 15.0)
+    win.mute_action.trigger()
+    assert win.mute_action.isChecked()
+    assert room.session.alarms.audio_state().mode is AudioMode.OFF
+    qtbot.waitUntil(lambda: "AUDIO OFF" in win.alarm_bar.audio_text, timeout=WAIT_MS)
+    win.mute_action.trigger()
+    assert not win.mute_action.isChecked()
+    assert room.session.alarms.audio_state().mode is not AudioMode.OFF
+    room.session.recorder.flush_now(30)
+    rows = _rows(db_path, "SELECT action, message FROM alarm_event WHERE condition IN "
+                 "('system.audio', 'tech.audio') ORDER BY id")
+    assert rows[0][0] == "raise" and "NO AUDIO OUTPUT" in rows[0][1]
+    assert [a for a, _ in rows[1:]] == ["audio-off", "audio-on"]
+    assert "patient asleep" in rows[1][1] and "15 min" in rows[1][1]

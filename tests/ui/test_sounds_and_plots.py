@@ -89,13 +89,13 @@ def test_player_schedule_without_a_device_and_room_mute(qapp, tmp_path: Path) ->
         assert s._timer.isActive() and s._timer.interval() == 10_000
         s.update_state(AudioState(AudioMode.PAUSED, Priority.HIGH, 120.0))
         assert not s._timer.isActive() and s.priority is None
-        s.set_muted(True)
-        assert s.muted and s.status() == "AUDIO OFF (room)"
-        again = AlarmSounder(QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat),
-                             "7", enable_output=False)
-        assert again.muted  # per room, kept in the settings
-        other = AlarmSounder(settings, "8", enable_output=False)
-        assert not other.muted
+        # a room mute an earlier version kept in the settings is ignored: AUDIO OFF is the
+        # engine's, recorded with a reason, and ends with the session (issue 13 item 4)
+        settings.setValue("audio/muted/7", True)
+        again = AlarmSounder(settings, "7", enable_output=False)
+        assert again.status() == "no audio output"
+        again.update_state(AudioState(AudioMode.OFF, Priority.HIGH, off_reason="asleep"))
+        assert again.priority is None and again.played == []
     finally:
         s.shutdown()
 
