@@ -210,7 +210,8 @@ class MainWindow(QMainWindow):
                  cue_library: CueLibrary | None = None, settings: QSettings | None = None,
                  sounder: AlarmSounder | None = None, enable_audio: bool = True,
                  frame_hz: int = FRAME_HZ, parent: QWidget | None = None,
-                 open_devices: Callable[[QWidget], object] | None = None) -> None:
+                 open_devices: Callable[[QWidget], object] | None = None,
+                 demo_note: str = "") -> None:
         super().__init__(parent)
         self.session = session
         self.demo = demo
@@ -242,6 +243,11 @@ class MainWindow(QMainWindow):
 
         limits = session.alarms.alarm_limits
         self.header = _Header(session, demo)
+        #: the demo says what will happen (issue 13 item 11: "PUMP STOPPED" for 10 real
+        #: minutes, nothing saying the simulated pump starts by itself)
+        self.demo_note = demo_note
+        if demo and demo_note:
+            self.header.demo.setToolTip(f"Simulated patient and devices: {demo_note}")
         self.alarm_bar = AlarmBar()
         pause_s = limits.timing.audio_pause_s
         self.alarm_bar.pause.setText(f"Audio pause {int(pause_s // 60)}:{int(pause_s % 60):02d}"
@@ -249,6 +255,7 @@ class MainWindow(QMainWindow):
         self.tiles = TilesPanel(limits)
         self.trends = TrendPanel(limits)
         self.pump = PumpPanel(session)
+        self.pump.stopped_note = demo_note if demo else ""
         authors = [a.strip() for a in (session.config.clinicians or "").split(",") if a.strip()]
         self.notes = NotesPanel(session, cue_library, authors=authors, shortcut_parent=self)
         if cue_library is None:
@@ -330,8 +337,9 @@ class MainWindow(QMainWindow):
         if self.sounder.output_error:  # issue 13 item 4: a technical alarm, not grey text
             from kapmonitor.alarm_limits import Priority
 
+            # low priority: the bedside monitor, the primary alarm device, still sounds
             session.alarms.raise_technical(
-                "tech.audio", Priority.MEDIUM, "NO AUDIO OUTPUT \u2014 alarm sounds cannot "
+                "tech.audio", Priority.LOW, "NO AUDIO OUTPUT \u2014 alarm sounds cannot "
                 "play on this computer: watch the screen (kapmonitor doctor says why)",
                 session.clock())
         # a pump that starts after a manual t0: offered as the true t0, on this thread
@@ -526,6 +534,7 @@ class MainWindow(QMainWindow):
         else:
             t = s.clock()
         self.header.phase.setText(PHASE_LABELS[phase])
+
         self.notes.add_system_entry(t, "phase", PHASE_LABELS[phase], "")
         if not (first and phase is Phase.BASELINE):
             self.trends.add_marker(t, PHASE_LABELS[phase], KIND_COLOURS["phase"])
@@ -895,7 +904,8 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
             screenshot: str | Path | None = None, quit_after: float | None = None,
             close_on_quit: bool | None = None, settings: QSettings | None = None,
             argv: Sequence[str] | None = None, size: tuple[int, int] = (1280, 800),
-            open_devices: Callable[[QWidget], object] | None = None) -> int:
+            open_devices: Callable[[QWidget], object] | None = None,
+            demo_note: str = "") -> int:
     """Show the bedside window for a started ``session`` and run the Qt event loop.
 
     ``quit_after`` seconds (wall time) closes the window by itself, saving ``screenshot``
@@ -915,7 +925,7 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
             log.error("%s", exc)
             cue_library = None
     win = MainWindow(session, demo=demo, cue_library=cue_library, settings=settings,
-                     open_devices=open_devices)
+                     open_devices=open_devices, demo_note=demo_note)
     win.resize(*size)
     win.show()
     close_on_quit = demo if close_on_quit is None else close_on_quit

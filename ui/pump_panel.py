@@ -105,6 +105,8 @@ class PumpPanel(QFrame):
         self.session = session
         orange, violet = theme.PUMP_ORANGE, theme.CP_VIOLET
         self.setMinimumHeight(86)
+        #: shown beside a stopped pump (the demo: when its simulated pump starts)
+        self.stopped_note = ""
         self.state = theme.ElidedLabel("no pump")
         self.state.setFont(theme.font(13, bold=True))
         self.state.setStyleSheet(f"color: {theme.TEXT_DIM};")
@@ -142,7 +144,7 @@ class PumpPanel(QFrame):
         grid.setContentsMargins(10, 4, 10, 4)
         grid.setHorizontalSpacing(10)
         grid.setVerticalSpacing(0)
-        head = QHBoxLayout()
+        self._head = head = QHBoxLayout()
         head.setSpacing(8)
         self.title = QLabel("PUMP")
         self.title.setFont(theme.font(13, bold=True))
@@ -256,6 +258,10 @@ class PumpPanel(QFrame):
                 c.set("--")
             return
         text = _STATE_TEXT.get(pump.state, str(pump.state).upper())
+        noted = bool(self.stopped_note) and pump.state is PumpRunState.STOPPED
+        if noted:
+            text += f" \u2014 {self.stopped_note}"
+        self._head.setStretchFactor(self.state, 3 if noted else 1)  # the note needs room
         if pump.alarms:
             text = "PUMP ALARM: " + ", ".join(a.text or a.code for a in pump.alarms)
         self.state.setText(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from typing import Any
 
 from .common import CliError, finite_float, open_store, positive_float
 from .replay import check_screenshot
@@ -87,6 +88,18 @@ def start_demo(store: object, *, scenario: str = "standard", speed: float = 1.0,
     return rig, session, links
 
 
+def pump_start_note(rig: Any, speed: float) -> str:
+    """"starts 14:32 (in 10 min)": when the simulated pump starts the scenario's infusion,
+    in the wall time a nurse trying the demo waits for."""
+    import time
+
+    sim = rig.sim
+    wait_s = max(0.0, (sim.t0_us - sim.start_us) / 1e6 / speed)
+    at = time.strftime("%H:%M", time.localtime(time.time() + wait_s))
+    minutes = f"{wait_s / 60:.0f} min" if wait_s >= 90 else f"{wait_s:.0f} s"
+    return f"starts {at} (in {minutes})"
+
+
 def run(args: argparse.Namespace) -> int:
     from kapmonitor.drivers.sim.scenario import ScenarioError
 
@@ -117,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
             from kapmonitor.ui.main_window import run_app
 
             wall = None if args.quit_after is None else args.quit_after / args.speed
-            return run_app(session, demo=True, screenshot=args.screenshot, quit_after=wall)
+            return run_app(session, demo=True, screenshot=args.screenshot, quit_after=wall,
+                           demo_note=pump_start_note(rig, args.speed))
         finally:
             if not session.closed:  # type: ignore[attr-defined]
                 session.close()  # type: ignore[attr-defined]

@@ -80,11 +80,12 @@ def run(args: argparse.Namespace) -> int:
             if not specs:
                 choice = "demo"
         if choice == "demo":
-            from .demo import start_demo
+            from .demo import pump_start_note, start_demo
 
             rig, session, links = start_demo(store)
             try:
-                return run_app(session, demo=True, settings=settings)
+                return run_app(session, demo=True, settings=settings,
+                               demo_note=pump_start_note(rig, 1.0))
             finally:
                 if not session.closed:  # type: ignore[attr-defined]
                     session.close()  # type: ignore[attr-defined]

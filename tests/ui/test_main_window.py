@@ -350,3 +350,20 @@ def test_alarm_sounds_off_asks_why_shows_and_is_recorded(room: SimRoom, make_win
     assert rows[0][0] == "raise" and "NO AUDIO OUTPUT" in rows[0][1]
     assert [a for a, _ in rows[1:]] == ["audio-off", "audio-on"]
     assert "patient asleep" in rows[1][1] and "15 min" in rows[1][1]
+
+
+def test_the_demo_says_when_its_pump_starts(room: SimRoom, make_window, qtbot) -> None:
+    """Issue 13 item 11: the demo showed PUMP STOPPED for 10 real minutes with nothing saying
+    the simulated pump starts by itself."""
+    from kapmonitor.cli.demo import pump_start_note
+
+    class Rig:  # the two times the note is made of, as the simulator's rig holds them
+        class sim:
+            start_us, t0_us = 0, 600_000_000
+
+    note = pump_start_note(Rig, 1.0)
+    assert note.startswith("starts ") and note.endswith("(in 10 min)")
+    win = make_window(room.session, demo=True, demo_note=note)
+    qtbot.waitUntil(lambda: win.pump.state.text() == f"STOPPED \u2014 {note}", timeout=WAIT_MS)
+    room.pump.start(room.clock())
+    qtbot.waitUntil(lambda: "starts" not in win.pump.state.text(), timeout=WAIT_MS)
