@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPen
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
-    QGraphicsRectItem,
     QGraphicsTextItem,
     QHBoxLayout,
     QPushButton,
@@ -80,31 +79,26 @@ MARKER_FONT_PX = 11
 
 
 def corner_title(plot: pg.PlotItem, parts: list[tuple[str, str]]) -> QGraphicsTextItem:
-    """Write ``parts`` ((text, colour) pairs) inside the plot's top-left corner, on a
-    patch of the background, so a curve passing under it does not make it unreadable.
+    """Write ``parts`` ((text, colour) pairs) inside the plot's top-left corner, on the
+    background colour, so a curve passing under it does not make it unreadable.
 
-    The items are children of the ViewBox itself, not of its data group, so they stay in
-    the corner in pixel coordinates whatever the view range; they take no mouse buttons,
-    so a drag on them pans the plot as anywhere else."""
+    The item is a child of the ViewBox itself, not of its data group, so it stays in the
+    corner in pixel coordinates whatever the view range; it takes no mouse buttons, so a
+    drag on it pans the plot as anywhere else. One QGraphicsObject (the background is the
+    text's own), so Qt tells Python when the plot deletes it."""
     vb = plot.getViewBox()
     html = " \u00b7 ".join(
         f'<span style="color:{colour}">{text.replace("&", "&amp;").replace("<", "&lt;")}'
         "</span>" for text, colour in parts)
-    back = QColor(theme.BG)
-    back.setAlpha(200)
-    patch = QGraphicsRectItem()
-    patch.setParentItem(vb)
-    patch.setPen(QPen(Qt.PenStyle.NoPen))
-    patch.setBrush(back)
-    patch.setZValue(30)
-    patch.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-    item = QGraphicsTextItem(patch)
-    item.setHtml(html)
+    item = QGraphicsTextItem()
+    item.setHtml(f'<table cellspacing="0" cellpadding="1" bgcolor="{theme.BG}"><tr><td>'
+                 f"{html}</td></tr></table>")
     item.setFont(theme.font(12, bold=True))
-    item.document().setDocumentMargin(1)
+    item.document().setDocumentMargin(0)
     item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-    patch.setRect(item.boundingRect())
-    patch.setPos(3, 0)
+    item.setParentItem(vb)
+    item.setPos(3, 0)
+    item.setZValue(30)
     return item
 
 

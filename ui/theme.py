@@ -23,6 +23,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import gc
 from importlib import resources
 
 from PySide6.QtCore import QEvent, QPointF, QSize, Qt
@@ -351,7 +352,24 @@ def stylesheet() -> str:
 
 
 def apply_theme(app: QApplication) -> None:
-    """Dark palette (for widgets the stylesheet does not reach) plus the stylesheet."""
+    """Dark palette (for widgets the stylesheet does not reach) plus the stylesheet.
+
+    Style, palette, font and stylesheet are applied with Python's garbage collector held
+    off: each walks every widget of the application and calls into the Python overrides
+    of the fitted labels, and a collection started there could delete an abandoned
+    window that Python still owns in the middle of Qt's walk (a crash). Whatever garbage
+    there is goes first, at this safe point."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _apply_theme(app)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _apply_theme(app: QApplication) -> None:
     app.setStyle("Fusion")
     pal = QPalette()
     for role, colour in (
