@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QEvent, QSettings
 from PySide6.QtWidgets import QApplication
 
 from kapmonitor.cues import CueLibrary
@@ -73,6 +73,9 @@ def make_window(qapp: QApplication, settings: QSettings) -> Iterator[Callable[..
         win.quit_now()
         win.shutdown()
         win.deleteLater()
+    # delete the windows now, as run_app does: left to the garbage collector they are freed
+    # at random moments later, possibly while another test walks every widget
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     QApplication.processEvents()
 
 
