@@ -123,6 +123,10 @@ class RoundTripError(Finding):
     """``decode(encode(m)) != m``; ``args[0]`` is the message's type."""
 
 
+#: Exceptions a codec's safety net caught (counted as "internal") in this execution.
+_MASKED: list[BaseException] = []
+
+
 @dataclass
 class Target:
     protocol: str
@@ -148,22 +152,22 @@ class Target:
         self._roles = (Role.HOST, Role.DEVICE)
         # A codec's own safety net counts a bug as "internal" and carries on; keep the
         # exception it caught so the failure report can say where it was.
-        error = CodecStats.error
-        masked = self._masked
-
-        def error_keeping_exception(stats: Any, reason: str, n: int = 1) -> None:
-            if reason == "internal":
-                exc = sys.exc_info()[1]
-                masked.append(exc if exc is not None else Finding("internal error counted"))
-            error(stats, reason, n)
-
         if not getattr(CodecStats.error, "_fuzz_wrapped", False):
+            error = CodecStats.error
+
+            def error_keeping_exception(stats: Any, reason: str, n: int = 1) -> None:
+                if reason == "internal":
+                    exc = sys.exc_info()[1]
+                    _MASKED.append(exc if exc is not None else Finding("internal error"))
+                error(stats, reason, n)
+
             error_keeping_exception._fuzz_wrapped = True  # type: ignore[attr-defined]
             CodecStats.error = error_keeping_exception  # type: ignore[method-assign]
 
     def __call__(self, data: bytes) -> None:
         """One execution; never raises (failures are recorded and saved)."""
-        self._masked.clear()
+        self._masked = _MASKED
+        _MASKED.clear()
         try:
             if self.target == "codec":
                 self._codec(data)
