@@ -59,7 +59,13 @@ def test_a103l_through_intellivue_is_stored_sample_for_sample(db_path: Path) -> 
         session.attach("monitor", DeviceRunner(server.url, IntellivueHost("monitor"),
                                                session.bus.publish, clock=clock),
                        protocol="intellivue", port=server.url)
-        threading.Event().wait(SIM_SECONDS / SPEED)  # let the record play
+        # let the record play SIM_SECONDS of its waves: a condition on what the peer sent,
+        # not a wall-clock budget (a loaded machine associates later)
+        deadline = time.monotonic() + 120
+        while (feed.sent.get("pleth", 0) < 125 * SIM_SECONDS
+               or feed.sent.get("ecg", 0) < 500 * SIM_SECONDS):
+            assert time.monotonic() < deadline, f"the peer sent only {feed.sent}"
+            threading.Event().wait(0.05)
         peer.silent = True  # stop sending, then wait until all that was sent is stored
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
