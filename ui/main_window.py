@@ -211,7 +211,8 @@ class MainWindow(QMainWindow):
                  sounder: AlarmSounder | None = None, enable_audio: bool = True,
                  frame_hz: int = FRAME_HZ, parent: QWidget | None = None,
                  open_devices: Callable[[QWidget], object] | None = None,
-                 demo_note: str = "") -> None:
+                 demo_note: str = "",
+                 demo_options: tuple[Sequence[str], str, float] | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.demo = demo
@@ -246,6 +247,10 @@ class MainWindow(QMainWindow):
         #: the demo says what will happen (issue 13 item 11: "PUMP STOPPED" for 10 real
         #: minutes, nothing saying the simulated pump starts by itself)
         self.demo_note = demo_note
+        #: (scenarios, current scenario, current speed): the Demo menu restarts the demo
+        self.demo_options = demo_options
+        #: the (scenario, speed) chosen in the Demo menu, read by ``kapmonitor demo``
+        self.demo_restart: tuple[str, float] | None = None
         if demo and demo_note:
             self.header.demo.setToolTip(f"Simulated patient and devices: {demo_note}")
         self.alarm_bar = AlarmBar()
@@ -372,6 +377,8 @@ class MainWindow(QMainWindow):
         close.triggered.connect(lambda: self.close_session())
         self.phase_actions["close"] = close
         menu.addAction("Print / PDF\u2026").triggered.connect(self.print_report)
+        if self.demo_options is not None:
+            self._build_demo_menu(menu)
         menu.addAction("Devices\u2026").triggered.connect(self._devices)
         menu.addSeparator()
         self.mute_action = menu.addAction("Alarm sounds off for this session\u2026")
@@ -585,6 +592,25 @@ class MainWindow(QMainWindow):
             self.show_message(f"Audio pause refused: {exc}")
             return
         self._alarms_dirty = True
+
+    def _build_demo_menu(self, menu: QMenu) -> None:
+        """Scenario and speed from the window (issue 13 item 11): the demo restarts with a
+        new simulated session; the current one is closed as any demo session is."""
+        assert self.demo_options is not None
+        scenarios, current, speed = self.demo_options
+        sub = menu.addMenu("Demo: scenario and speed")
+        for name in scenarios:
+            act = sub.addAction(("\u2713 " if name == current else "   ") + name)
+            act.triggered.connect(lambda _=False, n=name: self.restart_demo(n, speed))
+        sub.addSeparator()
+        for x in (1.0, 10.0, 60.0):
+            act = sub.addAction(("\u2713 " if x == speed else "   ") + f"speed {x:g}\u00d7")
+            act.triggered.connect(lambda _=False, v=x: self.restart_demo(current, v))
+
+    def restart_demo(self, scenario: str, speed: float) -> None:
+        self.demo_restart = (scenario, speed)
+        self.show_message(f"Restarting the demo: {scenario} at {speed:g}\u00d7")
+        self.close_session(confirm=False)
 
     def _set_muted(self, muted: bool) -> None:
         """AUDIO OFF asks why and for how long, is recorded as an event, and ends with the
@@ -811,7 +837,7 @@ class MainWindow(QMainWindow):
                     QMessageBox.warning(self, "Record incomplete", text)
             else:
                 self.show_message("Session closed")
-                if self.isVisible() and not self._force_close:
+                if self.isVisible() and not self._force_close and self.demo_restart is None:
                     self.offer_report()
             self.sessionClosed.emit()
             self._force_close = True
@@ -905,7 +931,8 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
             close_on_quit: bool | None = None, settings: QSettings | None = None,
             argv: Sequence[str] | None = None, size: tuple[int, int] = (1280, 800),
             open_devices: Callable[[QWidget], object] | None = None,
-            demo_note: str = "") -> int:
+            demo_note: str = "", demo_options: tuple[Sequence[str], str, float] | None = None,
+            on_restart: Callable[[tuple[str, float]], object] | None = None) -> int:
     """Show the bedside window for a started ``session`` and run the Qt event loop.
 
     ``quit_after`` seconds (wall time) closes the window by itself, saving ``screenshot``
@@ -925,7 +952,8 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
             log.error("%s", exc)
             cue_library = None
     win = MainWindow(session, demo=demo, cue_library=cue_library, settings=settings,
-                     open_devices=open_devices, demo_note=demo_note)
+                     open_devices=open_devices, demo_note=demo_note,
+                     demo_options=demo_options)
     win.resize(*size)
     win.show()
     close_on_quit = demo if close_on_quit is None else close_on_quit
@@ -945,6 +973,8 @@ def run_app(session: Any, *, demo: bool = False, cue_library: CueLibrary | None 
     app.setQuitOnLastWindowClosed(True)
     code = app.exec()
     win.shutdown()
+    if on_restart is not None and win.demo_restart is not None:
+        on_restart(win.demo_restart)
     if not session.closed:
         with contextlib.suppress(Exception):
             session.abandon()

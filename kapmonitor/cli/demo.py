@@ -120,22 +120,31 @@ def run(args: argparse.Namespace) -> int:
     del app
     store = open_store(args, create=True)
     try:
-        try:
-            rig, session, links = start_demo(
-                store, scenario=args.scenario, speed=args.speed, monitor=args.monitor,
-                pump=args.pump, seed=args.seed, data_dir=args.data_dir)
-        except (ScenarioError, KeyError, ValueError) as exc:
-            raise CliError(str(exc)) from None
-        try:
-            from kapmonitor.ui.main_window import run_app
+        from kapmonitor.drivers.sim.scenario import scenario_names
+        from kapmonitor.ui.main_window import run_app
 
-            wall = None if args.quit_after is None else args.quit_after / args.speed
-            return run_app(session, demo=True, screenshot=args.screenshot, quit_after=wall,
-                           demo_note=pump_start_note(rig, args.speed))
-        finally:
-            if not session.closed:  # type: ignore[attr-defined]
-                session.close()  # type: ignore[attr-defined]
-            rig.stop()  # type: ignore[attr-defined]
-            links.cleanup()  # type: ignore[attr-defined]
+        scenario, speed = args.scenario, args.speed
+        while True:  # the window's Demo menu restarts with another scenario or speed
+            try:
+                rig, session, links = start_demo(
+                    store, scenario=scenario, speed=speed, monitor=args.monitor,
+                    pump=args.pump, seed=args.seed, data_dir=args.data_dir)
+            except (ScenarioError, KeyError, ValueError) as exc:
+                raise CliError(str(exc)) from None
+            restart: list[tuple[str, float]] = []
+            try:
+                wall = None if args.quit_after is None else args.quit_after / speed
+                code = run_app(session, demo=True, screenshot=args.screenshot, quit_after=wall,
+                               demo_note=pump_start_note(rig, speed),
+                               demo_options=(scenario_names(), scenario, speed),
+                               on_restart=restart.append)
+            finally:
+                if not session.closed:  # type: ignore[attr-defined]
+                    session.close()  # type: ignore[attr-defined]
+                rig.stop()  # type: ignore[attr-defined]
+                links.cleanup()  # type: ignore[attr-defined]
+            if not restart:
+                return code
+            scenario, speed = restart[0]
     finally:
         store.close()

@@ -367,3 +367,20 @@ def test_the_demo_says_when_its_pump_starts(room: SimRoom, make_window, qtbot) -
     qtbot.waitUntil(lambda: win.pump.state.text() == f"STOPPED \u2014 {note}", timeout=WAIT_MS)
     room.pump.start(room.clock())
     qtbot.waitUntil(lambda: "starts" not in win.pump.state.text(), timeout=WAIT_MS)
+
+
+def test_the_demo_menu_restarts_with_another_scenario(room: SimRoom, make_window, qtbot,
+                                                      db_path: Path) -> None:
+    """Issue 13 item 11: scenario and speed from the demo's window: the running demo
+    session is closed (recorded as any demo session) and the choice handed back."""
+    from PySide6.QtWidgets import QMenu
+
+    win = make_window(room.session, demo=True,
+                      demo_options=(["standard", "desaturation"], "standard", 1.0))
+    menus = [m for m in win.findChildren(QMenu) if m.title().startswith("Demo")]
+    (act,) = [a for a in menus[0].actions() if a.text().strip() == "desaturation"]
+    act.trigger()
+    qtbot.waitUntil(lambda: room.session.closed, timeout=WAIT_MS)
+    assert win.demo_restart == ("desaturation", 1.0)
+    qtbot.waitUntil(lambda: _rows(db_path, "SELECT status FROM session") == [("closed",)],
+                    timeout=WAIT_MS)
