@@ -310,6 +310,8 @@ class MainWindow(QMainWindow):
         self.alarm_bar.audioPauseRequested.connect(self.audio_pause)
         self.notes.message.connect(self.show_message)
         self.notes.entryLogged.connect(self._entry_marker)
+        # a click on a trend times the next note there (issue 13 item 9)
+        self.trends.trends.scene().sigMouseClicked.connect(self._trend_clicked)
         self._shortcuts: list[QShortcut] = []
         for seq, slot in (("Ctrl+K", self.acknowledge), ("Ctrl+P", self.audio_pause),
                           ("Ctrl+End", lambda: self.trends.trends.follow(keep_window=True))):
@@ -707,6 +709,18 @@ class MainWindow(QMainWindow):
         offer_report_at_close(self, self.session.store.engine, self.session.session_id)
 
     # -- entries and markers ---------------------------------------------------------------
+
+    def _trend_clicked(self, ev: Any) -> None:
+        """A plain click on a trend: the next note or assessment is logged at that time
+        (the notes panel says so; Esc or its button clears it). Drags pan, not click."""
+        if ev.button() != Qt.MouseButton.LeftButton or ev.double():
+            return
+        pos = ev.scenePos()
+        for plot in self.trends.trends.plots:
+            if plot.sceneBoundingRect().contains(pos):
+                x = plot.getViewBox().mapSceneToView(pos).x()
+                self.notes.set_pending_time(self._ref_us() + round(x * 60 * _US))
+                return
 
     def _entry_marker(self, t_us: int, kind: str, label: str) -> None:
         self.trends.add_marker(t_us, label, KIND_COLOURS.get(kind, theme.TEXT))

@@ -384,3 +384,31 @@ def test_the_demo_menu_restarts_with_another_scenario(room: SimRoom, make_window
     assert win.demo_restart == ("desaturation", 1.0)
     qtbot.waitUntil(lambda: _rows(db_path, "SELECT status FROM session") == [("closed",)],
                     timeout=WAIT_MS)
+
+
+def test_a_click_on_a_trend_times_the_next_note_there(room: SimRoom, make_window, qtbot,
+                                                      db_path: Path) -> None:
+    """Issue 13 item 9: a note at a clicked trend time, stored at that time."""
+    from PySide6.QtCore import QPointF
+
+    win = make_window(room.session)
+    trends = win.trends.trends
+    plot = trends.plots[0]
+    plot.getViewBox().sigRangeChangedManually.emit([True, False])  # stop following: the
+    assert not trends.following  # axis must not move between reading it and the click
+    (x0, x1), (y0, y1) = plot.getViewBox().viewRange()
+    elapsed = (room.clock() - win._ref_us()) / 60e6  # a time in the past, inside the view
+    x = max(x0, elapsed / 2)
+    assert x < min(x1, elapsed)
+    scene = plot.getViewBox().mapViewToScene(QPointF(x, (y0 + y1) / 2))
+    qtbot.mouseClick(trends.viewport(), Qt.MouseButton.LeftButton,
+                     pos=trends.mapFromScene(scene))
+    expected = win._ref_us() + round(x * 60e6)
+    qtbot.keyClicks(win.notes.note, "Looked restless here")
+    qtbot.keyClick(win.notes.note, Qt.Key.Key_Return)
+    room.session.recorder.flush_now(30)
+    qtbot.waitUntil(lambda: _rows(db_path, "SELECT t_us FROM annotation WHERE "
+                                  "text='Looked restless here'") != [], timeout=WAIT_MS)
+    ((t_us,),) = _rows(db_path, "SELECT t_us FROM annotation WHERE text='Looked restless here'")
+    per_pixel = (x1 - x0) * 60e6 / plot.getViewBox().width()
+    assert abs(t_us - expected) <= 2 * per_pixel  # the click's time, to a pixel or two
