@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kapmonitor.alarm_limits import Priority
 from kapmonitor.alarms import AlarmAction, AlarmEvent, AlarmKind, AudioMode
 from kapmonitor.cues import CueLibrary, CueLibraryError
 from kapmonitor.model import DeviceState
@@ -239,6 +240,7 @@ class MainWindow(QMainWindow):
         #: replaced in tests; the chart PDF offered when a session closes
         self.offer_report: Callable[[], object] = self._offer_report
         self._pending_phase: Phase | None = None
+        self._unacked: dict[str, str] = {}  # alarm key -> its message, while not acked
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ui-actions")
         self._relay = Relay(self._on_relay, self)
 
@@ -342,8 +344,6 @@ class MainWindow(QMainWindow):
         #: the device dialog, handed in by the command line (the UI does not import drivers)
         self.open_devices = open_devices
         if self.sounder.output_error:  # issue 13 item 4: a technical alarm, not grey text
-            from kapmonitor.alarm_limits import Priority
-
             # low priority: the bedside monitor, the primary alarm device, still sounds
             session.alarms.raise_technical(
                 "tech.audio", Priority.LOW, "NO AUDIO OUTPUT \u2014 alarm sounds cannot "
@@ -563,6 +563,8 @@ class MainWindow(QMainWindow):
     def _alarm_event(self, ev: AlarmEvent) -> None:
         """On the GUI thread (queued from the bridge)."""
         self._alarms_dirty = True
+        if ev.kind in (AlarmKind.PHYSIOLOGICAL, AlarmKind.TECHNICAL):
+            self._track_review(ev)
         if ev.action not in (AlarmAction.RAISE, AlarmAction.ESCALATE) or ev.kind not in (
                 AlarmKind.PHYSIOLOGICAL, AlarmKind.TECHNICAL):
             return
@@ -577,15 +579,38 @@ class MainWindow(QMainWindow):
             return
         self._alarm_marks[ev.key] = (ev.t_us, self.trends.add_marker(ev.t_us, label, colour))
 
+    def _track_review(self, ev: AlarmEvent) -> None:
+        """Issue 13 item 6: an alarm that ended before anyone acknowledged it (and did not
+        latch: a latched one stays on the alarm bar) goes into the timeline, highlighted,
+        until a nurse reviews it with Acknowledge."""
+        if ev.action in (AlarmAction.RAISE, AlarmAction.ESCALATE, AlarmAction.REMINDER):
+            self._unacked[ev.key] = ev.message
+        elif ev.action in (AlarmAction.ACKNOWLEDGE, AlarmAction.RESET):
+            self._unacked.pop(ev.key, None)
+        elif ev.action is AlarmAction.CLEAR:
+            raised = self._unacked.pop(ev.key, None)
+            if raised is not None and not ev.latched and ev.priority is not Priority.LOW:
+                self.notes.add_unreviewed_alarm(ev.t_us, raised)
+
     def acknowledge(self) -> None:
+        """Acknowledge the alarms on the bar, and review those that cleared by themselves
+        (the review is recorded as an observation naming them)."""
+        user = self.notes.author()
         try:
-            events = self.session.acknowledge(user=self.notes.author())
+            events = self.session.acknowledge(user=user)
         except Exception as exc:
             self.show_message(f"Acknowledge failed: {exc}")
             return
         self._alarms_dirty = True
-        if events:
-            self.show_message(f"Acknowledged {len(events)} alarm(s)")
+        reviewed = self.notes.mark_reviewed(user)
+        if reviewed:
+            names = "; ".join(e.text.split(" \u2014 ")[0] for e in reviewed)
+            self.session.add_entry("observation", f"Reviewed alarms that cleared by "
+                                   f"themselves: {names}", author=user,
+                                   code="alarms-reviewed")
+        if events or reviewed:
+            self.show_message(f"Acknowledged {len(events)} alarm(s)"
+                              + (f", reviewed {len(reviewed)}" if reviewed else ""))
 
     def audio_pause(self) -> None:
         try:

@@ -95,9 +95,12 @@ KIND_COLOURS = {
     "assessment": "#c6a46b",
     "phase": "#e8e8e8",
     "gap": "#9a9a9a",
+    "alarm": "#ffb000",  # an alarm that cleared by itself, until reviewed
+    "alarm-reviewed": "#9a9a9a",
 }
 KIND_ICON = {"observation": "\u25cf", "cue": "\u25c6", "assessment": "\u25a0",
-             "phase": "\u2691", "gap": "\u2026"}
+             "phase": "\u2691", "gap": "\u2026", "alarm": "\u26a0",
+             "alarm-reviewed": "\u26a0"}
 #: scales with more items than this are entered as a total by default (from a paper form)
 MAX_ITEM_BOXES = 12
 #: The scales rated during a session (clinical.md §7, "When in KAP session"), in the order
@@ -859,6 +862,8 @@ class NotesPanel(QWidget):
         self.cues = cue_library
         self.scales = scales if scales is not None else load_scales()
         self.entries: dict[int, TimelineEntry] = {}
+        #: alarm rows that cleared by themselves and nobody has reviewed yet
+        self.unreviewed: list[TimelineEntry] = []
         self._next_key = 1
         self._ref_us: int | None = None
         self._amending: TimelineEntry | None = None
@@ -1143,12 +1148,31 @@ class NotesPanel(QWidget):
         if t_us is not None:
             self.clear_pending_time()
 
-    def add_system_entry(self, t_us: int, kind: str, text: str, author: str = "") -> None:
-        """A row for an entry the session wrote itself (phase changes): shown, not saved
-        again, not amendable here."""
+    def add_system_entry(self, t_us: int, kind: str, text: str, author: str = "") -> TimelineEntry:
+        """A row for an entry the session wrote itself (phase changes, alarms that cleared
+        by themselves): shown, not saved again, not amendable here."""
         e = self._add_row(t_us, kind, text, author)
         e.amendable = False
         self._mark(e, "saved")
+        return e
+
+    def add_unreviewed_alarm(self, t_us: int, text: str) -> TimelineEntry:
+        """An alarm that ended before anyone acknowledged it (issue 13 item 6): it stays in
+        the timeline, highlighted, until ``mark_reviewed``."""
+        e = self.add_system_entry(t_us, "alarm", f"{text} \u2014 cleared by itself, "
+                                  "NOT REVIEWED (Acknowledge reviews it)")
+        self.unreviewed.append(e)
+        return e
+
+    def mark_reviewed(self, by: str) -> list[TimelineEntry]:
+        """The unreviewed alarm rows become reviewed ones (their highlight goes)."""
+        done, self.unreviewed = self.unreviewed, []
+        for e in done:
+            e.text = e.text.replace("NOT REVIEWED (Acknowledge reviews it)",
+                                    f"reviewed by {by or 'the nurse'}")
+            e.kind = "alarm-reviewed"
+            self._render(e)
+        return done
 
     def _add_row(self, t_us: int, kind: str, text: str, author: str, *, code: str = "",
                  value: float | None = None) -> TimelineEntry:

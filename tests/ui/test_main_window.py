@@ -412,3 +412,27 @@ def test_a_click_on_a_trend_times_the_next_note_there(room: SimRoom, make_window
     ((t_us,),) = _rows(db_path, "SELECT t_us FROM annotation WHERE text='Looked restless here'")
     per_pixel = (x1 - x0) * 60e6 / plot.getViewBox().width()
     assert abs(t_us - expected) <= 2 * per_pixel  # the click's time, to a pixel or two
+
+
+def test_an_alarm_that_cleared_by_itself_stays_in_the_timeline_until_reviewed(
+        room: SimRoom, make_window, qtbot, db_path: Path) -> None:
+    """Issue 13 item 6: a medium alarm that ended before anyone looked left no trace on the
+    screen. It stays in the timeline, highlighted, until Acknowledge reviews it (recorded)."""
+    win = make_window(room.session)
+    qtbot.waitUntil(lambda: win.tiles.tiles["spo2"].shown_text == "97", timeout=WAIT_MS)
+    room.vitals.values[Channel.SPO2] = 90.0  # medium: below 92, not below 88
+    qtbot.waitUntil(lambda: any(a.key == "spo2.low" for a in room.session.alarms.active()),
+                    timeout=WAIT_MS)
+    room.vitals.values[Channel.SPO2] = 97.0
+    qtbot.waitUntil(lambda: bool(win.notes.unreviewed), timeout=WAIT_MS)
+    (row,) = win.notes.unreviewed
+    assert row.text.startswith("SpO2 LOW 90") and "NOT REVIEWED" in row.text
+    assert row.item is not None and "NOT REVIEWED" in " ".join(row.item.text(1).split())
+    win.acknowledge()  # the Acknowledge button and Ctrl+K
+    qtbot.waitUntil(lambda: not win.notes.unreviewed, timeout=WAIT_MS)
+    assert "reviewed by" in row.text
+    room.session.recorder.flush_now(30)
+    qtbot.waitUntil(lambda: _rows(db_path, "SELECT text FROM annotation WHERE "
+                                  "code='alarms-reviewed'") != [], timeout=WAIT_MS)
+    ((text,),) = _rows(db_path, "SELECT text FROM annotation WHERE code='alarms-reviewed'")
+    assert "SpO2 LOW 90" in text
