@@ -27,7 +27,9 @@ from .sim import SimRoom, start_room
 OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints"
 #: A machine with the multimedia libraries but no sound server logs why it has no audio
 #: output; the window handles that case ("no audio output") and a test checks it.
-AUDIO_NOISE = (r"qt\.multimedia", r"(?i)pulse", r"(?i)audio")
+#: Qt's FFmpeg media backend also names the optional libraries it probes (PipeWire, VA-API).
+AUDIO_NOISE = (r"qt\.multimedia", r"(?i)pulse", r"(?i)audio", r"(?i)pipewire",
+               r"Couldn't (load|resolve) va")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
