@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import event
-
 from kapmonitor.drivers.devices.masimo import MasimoHost
 from kapmonitor.drivers.sim.feed import ScriptedVitals
 from kapmonitor.drivers.sim.peers.masimo import MasimoPeer
@@ -39,6 +37,7 @@ from kapmonitor.drivers.transport import DeviceRunner
 from kapmonitor.model import Channel, now_us
 from kapmonitor.session import LiveSession, SessionConfig
 from kapmonitor.store import Store
+from kapmonitor.store.faults import DiskFull
 
 
 def wait(pred: Callable[[], bool], timeout: float = 60.0) -> float:
@@ -63,18 +62,8 @@ class Rig:
                                    self.session.bus.publish)
         self.session.attach("oximeter", self.runner, protocol="masimo",
                             port=self.server.url)
-        self.full = False
-        event.listen(self.store.engine, "checkout", self._checkout)
+        self.disk = DiskFull(self.store.engine)
         wait(lambda: self.session.live.latest(Channel.SPO2) is not None)
-
-    def _checkout(self, dbapi_conn, _rec, _proxy) -> None:
-        cur = dbapi_conn.cursor()
-        if self.full:
-            (pages,) = cur.execute("PRAGMA page_count").fetchone()
-            cur.execute(f"PRAGMA max_page_count={pages}")
-        else:
-            cur.execute("PRAGMA max_page_count=1073741823")
-        cur.close()
 
     def alarmed(self, prefix: str) -> bool:
         return any(a.key.startswith(prefix) and a.present
@@ -126,11 +115,11 @@ def disk_full(rig: Rig, hold_s: float = 3.0) -> tuple[float, float]:
     """Measured from the first refused commit: SQLite keeps filling free space in pages
     the file already has before it answers SQLITE_FULL (seconds at this data rate)."""
     errors = rig.session.recorder.stats.errors
-    rig.full = True
+    rig.disk.full = True
     wait(lambda: rig.session.recorder.stats.errors > errors)
     to_alarm = wait(lambda: rig.alarmed("tech.database"))
     wait(lambda: False, hold_s)
-    rig.full = False
+    rig.disk.full = False
     cleared = now_us()
     return to_alarm, rig.flowing_after(cleared)
 
@@ -177,13 +166,8 @@ def pending_memory(folder: Path, minutes: float = 10.0) -> None:
     store = Store.open(str(folder / "mem.sqlite"))
     sid = store.create_session(owned=False)
 
-    def full(dbapi_conn, _rec, _proxy) -> None:
-        cur = dbapi_conn.cursor()
-        (pages,) = cur.execute("PRAGMA page_count").fetchone()
-        cur.execute(f"PRAGMA max_page_count={pages}")
-        cur.close()
-
-    event.listen(store.engine, "checkout", full)
+    disk = DiskFull(store.engine)
+    disk.full = True
     rec = Recorder(store, sid, max_pending_wave_samples=10**9, max_pending_numerics=10**9)
     seconds = int(minutes * 60)
     t = now_us()
@@ -208,7 +192,7 @@ def pending_memory(folder: Path, minutes: float = 10.0) -> None:
           f"({4_000_000:,} wave samples, {250_000:,} numerics) is "
           f"{4_000_000 / 1000 / 60:.0f} min of waves and {250_000 / 20 / 60:.0f} min of "
           "numerics at this rate")
-    event.remove(store.engine, "checkout", full)
+    disk.remove()
     rec.stop(timeout=60)
     store.close()
 

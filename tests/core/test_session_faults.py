@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event
 
 from kapmonitor.drivers.devices.bbraun import POLL_PERIOD_S, BBraunHost
 from kapmonitor.drivers.devices.masimo import MasimoHost
@@ -34,6 +33,7 @@ from kapmonitor.drivers.transport import DeviceRunner
 from kapmonitor.model import Channel, WaveChunk
 from kapmonitor.session import LiveSession, SessionConfig
 from kapmonitor.store import Abandoned, Store, recover
+from kapmonitor.store.faults import DiskFull
 
 from ..conftest import run_cli
 
@@ -79,31 +79,6 @@ class LockHolder:
         assert self.proc.stdout.readline().strip() == "released"
         self.proc.wait(timeout)
         self.proc.stdout.close()
-
-
-class DiskFull:
-    """SQLite told the file may not grow (``PRAGMA max_page_count`` at its current size):
-    every write that needs a page fails with SQLITE_FULL, exactly as on a full disk, and
-    succeeds again when the limit is lifted."""
-
-    def __init__(self, store: Store) -> None:
-        self.full = False
-        self.engine = store.engine
-        event.listen(self.engine, "checkout", self._checkout)
-
-    def _checkout(self, dbapi_conn, _record, _proxy) -> None:
-        cur = dbapi_conn.cursor()
-        if self.full:
-            (pages,) = cur.execute("PRAGMA page_count").fetchone()
-            cur.execute(f"PRAGMA max_page_count={pages}")
-        else:
-            cur.execute("PRAGMA max_page_count=1073741823")
-        cur.close()
-
-    def remove(self) -> None:
-        self.full = False
-        event.remove(self.engine, "checkout", self._checkout)
-        self.engine.dispose()  # pooled connections keep their limit: start afresh
 
 
 def rows(db: Path, sql: str, *params) -> list[tuple]:
@@ -180,7 +155,7 @@ def test_disk_full_then_freed_loses_nothing_and_stores_its_alarm(
                                     Channel.PERF_INDEX: 2.0})
     session = LiveSession(store, SessionConfig(patient="KAP-13"), clock=clock).start()
     sid = session.session_id
-    disk = DiskFull(store)
+    disk = DiskFull(store.engine)
     server = None
     try:
         server = _oximeter(session, clock, vitals)
@@ -233,7 +208,7 @@ def test_disk_full_to_the_end_reports_what_was_not_written(store: Store,
                                     Channel.PERF_INDEX: 2.0})
     session = LiveSession(store, SessionConfig(patient="KAP-14"), clock=clock).start()
     sid = session.session_id
-    disk = DiskFull(store)
+    disk = DiskFull(store.engine)
     server = None
     try:
         server = _oximeter(session, clock, vitals)
@@ -265,7 +240,7 @@ def test_memory_bound_drops_waves_first_and_counts_them(store: Store, db_path: P
     sid = session.session_id
     rec = session.recorder
     rec.max_pending_wave_samples = 3_200  # 100 chunks of 32
-    disk = DiskFull(store)
+    disk = DiskFull(store.engine)
     t = 1_800_000_000_000_000
     try:
         rec.flush_now(30)
