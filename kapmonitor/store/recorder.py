@@ -63,7 +63,7 @@ _STOP = object()
 
 #: Pending-row bounds while the database refuses writes (issue 12 asks for at least 10 min
 #: of a full room). Measured in bench/bench_faults.py: 10 min of a full room (614,400 wave
-#: samples in 32-sample chunks + 12,000 numerics) hold 12.6 MiB, so these bounds (67 min of
+#: samples in 32-sample chunks + 12,000 numerics) hold 12.6-16 MiB, so these bounds (67 min of
 #: waves, 3.5 h of numerics at that rate) stay under about 100 MiB.
 MAX_PENDING_WAVE_SAMPLES = 4_000_000
 MAX_PENDING_NUMERICS = 250_000
