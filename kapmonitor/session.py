@@ -451,9 +451,7 @@ class LiveSession:
         if last in (Phase.INFUSION, Phase.BASELINE):
             raise ValueError("the infusion start is corrected by moving t0, not undone")
         self._phase_history.pop()
-        back = _ORDER[_ORDER.index(last) - 1]
-        while back is Phase.INFUSION and self.t0_us is None:  # pragma: no cover - guard
-            back = Phase.BASELINE
+        back = _ORDER[_ORDER.index(last) - 1]  # after Infusion, so t0 is set
         self.phase = back
         if last is Phase.EMERGENCE:
             self.infusion_end_us = None
@@ -577,16 +575,16 @@ class LiveSession:
             restart = getattr(device, "restart", None)
             key = f"tech.driver.{_alarm_tag(name)}"
             if is_alive is not None and restart is not None and not is_alive():
+                failed = False
                 try:
                     restarted = bool(restart())
                 except Exception as exc:
                     log.exception("restarting device %s failed", name)
-                    restarted = False
+                    restarted, failed = False, True
                     why = f"; restart failed: {exc}"
                 else:
                     why = "; restarted" if restarted else ""
                 # restart() is False for a device stopped on purpose: nothing to say
-                failed = why.startswith("; restart failed")
                 if restarted or (failed and name not in self._restarted):
                     self._restarted.add(name)
                     log.error("driver for %s stopped%s", name, why)
